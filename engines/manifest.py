@@ -1,0 +1,330 @@
+"""``manifest.json``: what an engine directory holds and the proof that it is intact.
+
+The manifest is the commit point of a build (written last, atomically): a directory without one
+is not an engine. It records every artifact's sha256 and size, so :func:`verify_engine_dir`
+can refuse a truncated or corrupted file *before* TensorRT or ONNX Runtime deserialises it (a
+damaged plan can crash the process instead of raising), and it records the TensorRT version and
+GPU a plan was built for, because a plan runs only there. Every failure is an
+:class:`EngineError` with one line naming the file or both machines and the rebuild command.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable, Mapping
+
+from .. import __version__ as HIFITRT_VERSION
+from ..export.atomic import write_text
+from ..export.errors import EngineError
+from .device import DeviceInfo, Machine, current_machine
+from .tensorrt_common import version_tuple
+
+SCHEMA = "hifitrt.engine-manifest"
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+BACKENDS = ("tensorrt", "onnxruntime")
+_CHUNK = 1 << 20
+
+
+@dataclass
+class Manifest:
+    """The parsed ``manifest.json`` (field names and layout: docs/INTERFACES.md).
+
+    ``build_key`` and ``build_inputs`` (additions to the documented fields): the inputs of the
+    build and their hash; a later build with the same key reuses this directory instead of
+    rebuilding, and the inputs let it say what changed when it does not.
+    """
+
+    source: dict[str, Any]
+    backend: dict[str, Any]
+    device: dict[str, Any] | None
+    precision: str
+    profiles: list[dict[str, Any]]
+    onnx_digest: str
+    precision_plan_digest: str | None
+    engine_file: str
+    options: dict[str, Any]
+    artifacts: dict[str, dict[str, Any]]
+    quick_parity: dict[str, Any] | None = None
+    build_seconds: float = 0.0
+    created: str = ""
+    hifitrt_version: str = HIFITRT_VERSION
+    build_key: str = ""
+    build_inputs: dict[str, Any] | None = None
+    schema: str = SCHEMA
+    schema_version: int = SCHEMA_VERSION
+
+    # -------------------------------------------------------------------------- conversions
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        order = ["schema", "schema_version", "hifitrt_version", "created", "build_seconds", "build_key"]
+        return {**{k: data.pop(k) for k in order}, **data}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "manifest") -> "Manifest":
+        if not isinstance(data, Mapping):
+            raise EngineError(f"{where} is not a JSON object: {_REBUILD_GENERIC}")
+        if data.get("schema") != SCHEMA:
+            raise EngineError(
+                f"{where} has schema {data.get('schema')!r}, expected {SCHEMA!r}: this directory was not "
+                f"written by hifitrt; {_REBUILD_GENERIC}"
+            )
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise EngineError(
+                f"{where} has schema version {version!r}, this hifitrt {HIFITRT_VERSION} reads version "
+                f"{SCHEMA_VERSION}: {_REBUILD_GENERIC}"
+            )
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING}  # type: ignore[misc]
+        missing = sorted(required - set(data))
+        if missing:
+            raise EngineError(f"{where} lacks {', '.join(missing)}: it is damaged; {_REBUILD_GENERIC}")
+        manifest = cls(**{k: v for k, v in data.items() if k in names})
+        manifest._check_types(where)
+        return manifest
+
+    def _check_types(self, where: str) -> None:
+        def bad(what: str) -> EngineError:
+            return EngineError(f"{where}: {what}; the manifest is damaged, {_REBUILD_GENERIC}")
+
+        if not isinstance(self.backend, Mapping) or self.backend.get("name") not in BACKENDS:
+            raise bad(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if self.precision not in ("fp16", "fp32"):
+            raise bad(f"precision {self.precision!r} is not fp16 or fp32")
+        if not isinstance(self.artifacts, Mapping) or not self.artifacts:
+            raise bad("it lists no artifacts")
+        for rel, entry in self.artifacts.items():
+            _safe_relpath(rel, where)
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("sha256"), str) \
+                    or not isinstance(entry.get("bytes"), int):
+                raise bad(f"artifact entry {rel!r} lacks sha256/bytes")
+        if not isinstance(self.engine_file, str) or self.engine_file not in self.artifacts:
+            raise bad(f"engine file {self.engine_file!r} is not among its artifacts")
+        if not isinstance(self.source, Mapping) or not isinstance(self.source.get("spec"), Mapping):
+            raise bad("source.spec is missing")
+
+    # -------------------------------------------------------------------------- conveniences
+    @property
+    def backend_name(self) -> str:
+        return str(self.backend["name"])
+
+    @property
+    def spec(self) -> Any:
+        """The vocoder's :class:`~hifitrt.export.spec.VocoderSpec`."""
+        from ..export.spec import VocoderSpec
+
+        return VocoderSpec.from_dict(self.source["spec"])
+
+    @property
+    def shape_profiles(self) -> tuple[Any, ...]:
+        """``profiles`` as :class:`~hifitrt.engines.profiles.ShapeProfile` objects."""
+        from .profiles import profiles_from_list
+
+        return profiles_from_list(self.profiles)
+
+    @property
+    def device_info(self) -> DeviceInfo | None:
+        return DeviceInfo.from_dict(self.device)
+
+    def rebuild_command(self, engine_dir: str | os.PathLike[str]) -> str:
+        """The CLI line that rebuilds this engine in place (for error messages)."""
+        location = str(self.source.get("location") or "SOURCE")
+        parts = ["tts-build-engine", "build", shlex.quote(location)]
+        if self.source.get("voice"):
+            parts += ["--voice", shlex.quote(str(self.source["voice"]))]
+        parts += ["--out", shlex.quote(str(engine_dir)), "--backend", self.backend_name,
+                  "--precision", self.precision, "--force"]
+        return " ".join(parts)
+
+
+_REBUILD_GENERIC = "rebuild it with tts-build-engine build SOURCE --out ENGINE_DIR --force"
+
+
+def _safe_relpath(rel: str, where: str) -> PurePosixPath:
+    """Artifact paths are relative, POSIX, inside the directory (a tampered manifest must not
+    make hifitrt hash or load files elsewhere)."""
+    path = PurePosixPath(rel) if isinstance(rel, str) else None
+    if path is None or not rel or path.is_absolute() or ".." in path.parts or "\\" in rel:
+        raise EngineError(f"{where} names artifact {rel!r} outside the engine directory: {_REBUILD_GENERIC}")
+    return path
+
+
+# ------------------------------------------------------------------------------ read / write
+def manifest_path(engine_dir: str | os.PathLike[str]) -> Path:
+    return Path(engine_dir) / MANIFEST_NAME
+
+
+def write_manifest(engine_dir: str | os.PathLike[str], manifest: Manifest) -> Path:
+    """Write ``manifest.json`` atomically (a reader sees the old manifest or the new one)."""
+    path = manifest_path(engine_dir)
+    write_text(path, json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def read_manifest(engine_dir: str | os.PathLike[str]) -> Manifest:
+    """Parse ``DIR/manifest.json``; EngineError when missing, unparseable or of another schema."""
+    path = manifest_path(engine_dir)
+    if not Path(engine_dir).is_dir():
+        raise EngineError(f"engine directory {engine_dir} does not exist: build one with tts-build-engine build")
+    if not path.is_file():
+        raise EngineError(
+            f"{engine_dir} has no {MANIFEST_NAME}: it is not a finished engine directory (a build may have been "
+            "interrupted); build it with tts-build-engine build SOURCE --out " + str(engine_dir)
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EngineError(f"{path} cannot be read ({_one_line(exc)}): {_REBUILD_GENERIC}") from exc
+    return Manifest.from_dict(data, where=str(path))
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# ------------------------------------------------------------------------------ digests
+def file_digest(path: str | os.PathLike[str]) -> tuple[str, int]:
+    """(sha256 hex, size in bytes) of one file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(_CHUNK)
+            if not chunk:
+                break
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def artifact_digests(engine_dir: str | os.PathLike[str], relpaths: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """{relpath: {"sha256", "bytes"}} for files of ``engine_dir`` (relpaths in POSIX form)."""
+    root = Path(engine_dir)
+    result: dict[str, dict[str, Any]] = {}
+    for rel in sorted(set(str(PurePosixPath(Path(r).as_posix())) for r in relpaths)):
+        _safe_relpath(rel, str(root))
+        digest, size = file_digest(root / rel)
+        result[rel] = {"sha256": digest, "bytes": size}
+    return result
+
+
+# ------------------------------------------------------------------------------ verify
+def verify_engine_dir(
+    engine_dir: str | os.PathLike[str],
+    *,
+    for_this_machine: bool = True,
+    machine: Machine | None = None,
+    trt_module: Any = None,
+) -> Manifest:
+    """Check an engine directory without deserialising anything; return its manifest.
+
+    1. the manifest parses and has hifitrt's schema;
+    2. for TensorRT engines and ``for_this_machine``: the recorded TensorRT version and GPU
+       match ``machine`` (default: :func:`current_machine`, with ``trt_module`` standing in for
+       ``tensorrt`` in tests);
+    3. every artifact exists with the recorded size and sha256.
+    Raises :class:`EngineError` naming the file or both machines, with the rebuild command.
+    """
+    root = Path(engine_dir)
+    manifest = read_manifest(root)
+    if for_this_machine and manifest.backend_name == "tensorrt":
+        check_machine(manifest, machine if machine is not None else current_machine(trt_module), root)
+    for rel, entry in manifest.artifacts.items():
+        _verify_artifact(root, rel, entry, manifest)
+    return manifest
+
+
+def _verify_artifact(root: Path, rel: str, entry: Mapping[str, Any], manifest: Manifest) -> None:
+    path = root / rel
+    rebuild = f"rebuild with {manifest.rebuild_command(root)}"
+    if not path.is_file():
+        raise EngineError(f"engine file {rel} is missing from {root}; {rebuild}")
+    size = path.stat().st_size
+    expected = int(entry["bytes"])
+    if size != expected:
+        state = "truncated" if size < expected else "damaged"
+        raise EngineError(
+            f"engine file {rel} is {state} ({size} bytes, the manifest says {expected}); {rebuild}"
+        )
+    digest, _ = file_digest(path)
+    if digest != entry["sha256"]:
+        raise EngineError(f"engine file {rel} is damaged (sha256 mismatch); {rebuild}")
+
+
+def check_machine(manifest: Manifest, machine: Machine, engine_dir: str | os.PathLike[str] = "ENGINE_DIR") -> None:
+    """EngineError unless a TensorRT engine built as ``manifest`` says can run on ``machine``.
+
+    Plans match the exact TensorRT version and the GPU they were built on. Two build options
+    relax that, as TensorRT documents: ``version_compatible`` plans load on the same or a newer
+    TensorRT of the same major version; ``hardware_compatibility="ampere_plus"`` plans load on
+    any GPU of compute capability 8.0 or newer.
+    """
+    options = manifest.options or {}
+    built_version = str(manifest.backend.get("version") or "unknown")
+    built_device = manifest.device_info
+    problems = []
+    if not _version_ok(built_version, machine.tensorrt_version, bool(options.get("version_compatible"))):
+        problems.append("TensorRT version")
+    if not _device_ok(built_device, machine.device, options.get("hardware_compatibility")):
+        problems.append("GPU")
+    if not problems:
+        return
+    built_gpu = built_device.describe() if built_device else "no CUDA GPU"
+    raise EngineError(
+        f"engine in {engine_dir} was built for {built_gpu} with TensorRT {built_version}, this machine has "
+        f"{machine.describe()} ({' and '.join(problems)} differ; TensorRT plans run only where they were built): "
+        f"rebuild it here with {manifest.rebuild_command(engine_dir)}"
+    )
+
+
+def _version_ok(built: str, here: str | None, version_compatible: bool) -> bool:
+    if here is None:
+        return False
+    if here == built:
+        return True
+    if not version_compatible:
+        return False
+    b, h = version_tuple(built), version_tuple(here)
+    return bool(b) and bool(h) and b[0] == h[0] and h >= b
+
+
+def _cc_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in str(text).split("."))
+    except ValueError:
+        return ()
+
+
+def _device_ok(built: DeviceInfo | None, here: DeviceInfo | None, hardware_compatibility: Any) -> bool:
+    if built is None or here is None:
+        return built is None and here is None  # only test-double builds record no GPU
+    if hardware_compatibility and str(hardware_compatibility).lower() == "ampere_plus":
+        return _cc_tuple(here.compute_capability) >= (8, 0)
+    return built.compute_capability == here.compute_capability and built.gpu_name == here.gpu_name
+
+
+# ------------------------------------------------------------------------------ updates
+def update_quick_parity(engine_dir: str | os.PathLike[str], summary: Mapping[str, Any] | None) -> Manifest:
+    """Record the quick parity summary in the manifest (atomic rewrite; artifacts untouched)."""
+    manifest = read_manifest(engine_dir)
+    manifest.quick_parity = None if summary is None else json.loads(json.dumps(dict(summary), default=_jsonable))
+    write_manifest(engine_dir, manifest)
+    return manifest
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars and arrays, paths and dataclasses in a parity summary become JSON."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, (Path, PurePosixPath)):
+        return str(value)
+    return str(value)

@@ -1,0 +1,468 @@
+"""FP16 precision planning: which nodes of the FP32 graph must stay FP32, decided by measurement.
+
+TensorRT 11 is strongly typed, so precision lives in the ONNX graph: the FP16 graph written
+here (FP32 IO, converted by onnxconverter-common's ``convert_float_to_float16``) is what the
+engine builder compiles. The plan starts from "everything FP16" and keeps a node FP32 only for
+a measured reason:
+
+(a) overflow risk: the FP32 graph is run by ONNX Runtime on real speech with every float
+    intermediate added as a graph output; a node whose |activation| max exceeds
+    ``65504 / 16`` (16x headroom for louder inputs than calibration saw) is blocked;
+(b) error contribution: the output SNR of the converted graph vs PyTorch FP32 is measured;
+    candidate islands (the NSF source chain CumSum/Mod/Sin, conv_pre, the conv_post/tanh tail,
+    the widest-range nodes, the last upsampling stage) are tried greedily and one is kept only
+    if it raises the SNR by more than ``MIN_GAIN_DB``, within a time budget. Once the graph
+    already clears ``TARGET_SNR_DB + TARGET_MARGIN_DB`` the optional islands are skipped
+    (recorded as such): a further FP32 island could only cost speed. Islands marked
+    ``always`` (the NSF phase chain) are measured regardless, so the plan always records
+    whether the phase chain needs FP32 on this model.
+
+The result is never worse than the plain full conversion: if the plan measures lower, the
+plain conversion is written and the plan says so. Converter pitfalls handled here:
+``max_finite_val`` is raised to FP16's real max (the default 1e4 silently clamps constants
+such as a 16000 Hz sample rate divisor); Resize/CumSum stay in the converter's default block
+list (their scales/axis inputs must remain FP32/int), and every converted graph is run
+through ``onnx.checker`` and ONNX Runtime CPU before it counts.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
+
+from .atomic import atomic_path, write_text
+from .errors import ExportError
+
+log = logging.getLogger(__name__)
+
+FP16_MAX = 65504.0
+OVERFLOW_LIMIT = FP16_MAX / 16
+MIN_GAIN_DB = 1.0
+# No wall-clock budget by default: a plan must not depend on how busy the machine is (the
+# golden op histograms would flip). The early stop at the target SNR bounds the work instead.
+SEARCH_SECONDS: float | None = None
+TOP_N = 25
+# Parity target of the FP16 graph (waveform SNR vs PyTorch FP32) and the margin above it
+# at which the greedy search stops trying optional islands.
+TARGET_SNR_DB = 50.0
+TARGET_MARGIN_DB = 10.0
+# onnxconverter-common warns once per weight whose magnitude is below FP16's smallest
+# subnormal (5.96e-8) or above its max: it clamps them. Such weights are expected in any
+# trained conv net (tiny weights near zero); clamping changes each by < 6e-8 absolute,
+# far below FP16's own rounding of the activations they multiply, and the SNR measured
+# after conversion already includes the effect. Hundreds of identical lines would only
+# bury the CLI output, so they are silenced here (nothing else from the converter is).
+_TRUNCATED_WARNING = r"the float32 number .* will be truncated to .*"
+
+
+@dataclass
+class PrecisionPlan:
+    """What :func:`plan_fp16` decided and measured (also the JSON written beside the model)."""
+
+    fp32_nodes: List[str]
+    reasons: Dict[str, Dict[str, Any]]
+    snr_plain_db: float
+    snr_plan_db: float
+    log_mel_l1: float
+    fell_back_to_plain: bool
+    calibration: Dict[str, Any]
+    candidates: List[Dict[str, Any]]
+    converter_version: str
+    seconds: float
+    fp16_path: str = ""
+    per_mel: List[Dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        data = asdict(self)
+        data["schema"] = "hifitrt.precision-plan"
+        data["schema_version"] = 1
+        return data
+
+
+# ------------------------------------------------------------------------------ calibration
+
+
+def float_tensors(model: Any) -> Dict[str, str]:
+    """{tensor name: producing node name} for every float32 node output (shape-inferred)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    floats = {vi.name for vi in list(inferred.graph.value_info) + list(inferred.graph.output)
+              if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    out: Dict[str, str] = {}
+    for node in model.graph.node:
+        for name in node.output:
+            if name in floats:
+                out[name] = node.name
+    return out
+
+
+def calibrate(model: Any, mels: Sequence[np.ndarray]) -> Dict[str, float]:
+    """{node name: max |output|} of the FP32 graph over ``mels`` (each [C, T])."""
+    import onnx
+
+    from .ort import CPU, make_session
+
+    tensors = float_tensors(model)
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {o.name for o in probe.graph.output}
+    for name in tensors:
+        if name not in existing:
+            probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    session = _session_from_model(probe, make_session, CPU)
+    names = [o.name for o in session.get_outputs()]
+    peaks: Dict[str, float] = {}
+    for mel in mels:
+        outs = session.run(names, {"mel": mel[None].astype(np.float32)})
+        for name, value in zip(names, outs):
+            node = tensors.get(name)
+            if node is None or not np.issubdtype(value.dtype, np.floating) or value.size == 0:
+                continue
+            peak = float(np.max(np.abs(value)))
+            peaks[node] = max(peaks.get(node, 0.0), peak)
+    return peaks
+
+
+def _session_from_model(model: Any, make_session: Any, provider: str) -> Any:
+    import tempfile
+
+    import onnx
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "m.onnx"
+        onnx.save(model, str(p))
+        return make_session(p, providers=[provider])
+
+
+# ------------------------------------------------------------------------------ conversion
+
+
+def convert(model: Any, block: Sequence[str]) -> Any:
+    """FP16 copy of ``model`` with FP32 IO, nodes in ``block`` kept FP32; checked."""
+    import warnings
+
+    import onnx
+    from onnxconverter_common import float16
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_TRUNCATED_WARNING, category=UserWarning)
+            converted = float16.convert_float_to_float16(
+                model, keep_io_types=True, node_block_list=list(block), max_finite_val=FP16_MAX,
+                min_positive_val=5.96e-8)
+        _restore_fp32_outputs(converted)
+        _bypass_lossy_round_trips(converted)
+        onnx.checker.check_model(converted, full_check=True)
+    except Exception as exc:
+        raise ExportError(f"FP16 conversion failed: {str(exc).splitlines()[0][:200]}") from None
+    check_io_fp32(converted)
+    return converted
+
+
+def _restore_fp32_outputs(model: Any) -> None:
+    """Make every graph output float32 again where the converter turned it into float16.
+
+    onnxconverter-common 1.16 with ``keep_io_types=True`` still declares the graph output
+    FLOAT16 when the node producing it is in ``node_block_list`` (it appends a Cast-to-fp16
+    after the blocked node and retypes the output). That Cast is retargeted to FLOAT: its
+    input is the blocked node's FP32 result, so the output is exact FP32 as the contract says.
+    """
+    import onnx
+
+    producers = {out: node for node in model.graph.node for out in node.output}
+    for vi in model.graph.output:
+        tt = vi.type.tensor_type
+        if tt.elem_type != onnx.TensorProto.FLOAT16:
+            continue
+        node = producers.get(vi.name)
+        if node is None or node.op_type != "Cast":
+            raise ExportError(f"FP16 graph output {vi.name!r} is float16 and not produced by a "
+                              "Cast; cannot restore FP32 IO")
+        for attr in node.attribute:
+            if attr.name == "to":
+                attr.i = onnx.TensorProto.FLOAT
+        tt.elem_type = onnx.TensorProto.FLOAT
+
+
+def _bypass_lossy_round_trips(model: Any) -> None:
+    """Feed FP32 islands the original FP32 tensor instead of an fp32->fp16->fp32 round trip.
+
+    With ``keep_io_types=True`` the converter casts the float32 graph input to float16 once and
+    casts it back to float32 for blocked (FP32) consumers, so an island still sees inputs
+    rounded to FP16. For the NSF pitch row that is fatal: 150 Hz in FP16 is off by up to
+    0.06 Hz, and the phase integrates that error to ~0.7 cycles over 11 s. Rewiring each
+    Cast(to=FLOAT) of a Cast(to=FLOAT16) of a float32 tensor to that tensor removes the loss.
+    """
+    import onnx
+
+    producers = {out: node for node in model.graph.node for out in node.output}
+    float32 = {vi.name for vi in model.graph.input if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    float32 |= {init.name for init in model.graph.initializer if init.data_type == onnx.TensorProto.FLOAT}
+
+    def cast_to(node: Any) -> int | None:
+        if node is None or node.op_type != "Cast":
+            return None
+        return next((a.i for a in node.attribute if a.name == "to"), None)
+
+    replace = {}
+    for node in model.graph.node:
+        if cast_to(node) != onnx.TensorProto.FLOAT:
+            continue
+        inner = producers.get(node.input[0])
+        if cast_to(inner) == onnx.TensorProto.FLOAT16 and inner.input[0] in float32:
+            replace[node.output[0]] = inner.input[0]
+    if not replace:
+        return
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            if name in replace:
+                node.input[i] = replace[name]
+    outputs = {vi.name for vi in model.graph.output}
+    dead = [n for n in model.graph.node if n.op_type == "Cast" and n.output[0] in replace and n.output[0] not in outputs]
+    for node in dead:
+        model.graph.node.remove(node)
+
+
+def check_io_fp32(model: Any) -> None:
+    """ExportError unless every graph input and output is float32 (the engine contract)."""
+    import onnx
+
+    for vi in list(model.graph.input) + list(model.graph.output):
+        if vi.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+            raise ExportError(f"FP16 graph has non-float32 IO tensor {vi.name!r}; the "
+                              "converter must keep IO types (keep_io_types=True)")
+
+
+def _run(model: Any, mels: Sequence[np.ndarray]) -> List[np.ndarray]:
+    from .ort import CPU, make_session
+
+    session = _session_from_model(model, make_session, CPU)
+    return [session.run(["wav"], {"mel": m[None]})[0] for m in mels]
+
+
+def _snr(refs: Sequence[np.ndarray], outs: Sequence[np.ndarray]) -> float:
+    from .speech_inputs import snr_db
+
+    return snr_db(np.concatenate([r.ravel() for r in refs]), np.concatenate([o.ravel() for o in outs]))
+
+
+# ------------------------------------------------------------------------------ islands
+
+
+def candidate_islands(model: Any, peaks: Dict[str, float], blocked: set) -> List[Dict[str, Any]]:
+    """Named node groups worth trying in FP32, most likely first."""
+    names = [n.name for n in model.graph.node if n.op_type not in ("Constant",)]
+    ops = {n.name: n.op_type for n in model.graph.node}
+
+    def under(*prefixes: str) -> List[str]:
+        return [n for n in names if any(n.startswith(p) for p in prefixes)]
+
+    islands: List[Dict[str, Any]] = []
+    nsf = _with_ancestors(model, under("/source_module/"))
+    if nsf:
+        islands.append({"name": "nsf_source", "why": "NSF phase chain (CumSum/Mod/Sin): an FP16 "
+                        "phase in [0, 1) has ~5e-4 cycle steps", "nodes": nsf, "always": True})
+    pre = under("/conv_pre/")
+    if pre:
+        islands.append({"name": "conv_pre", "why": "input projection of the mel", "nodes": pre})
+    tail = under("/conv_post/") + [n for n in names if ops[n] == "Tanh" and "/" not in n.strip("/")]
+    tail += [n for n in names if n.count("/") == 1 and ops[n] in ("LeakyRelu", "Tanh")][-2:]
+    if tail:
+        islands.append({"name": "output_tail", "why": "conv_post + tanh write the waveform",
+                        "nodes": sorted(set(tail))})
+    ranked = sorted((n for n in peaks if n not in blocked and n in ops), key=lambda n: -peaks[n])
+    if ranked:
+        islands.append({"name": "widest_range", "why": "largest |activation| in calibration",
+                        "nodes": ranked[:8]})
+    stage_re = re.compile(r"^/(ups|transpose_upsamples|repeat_upsamples)\.(\d+)/")
+    stages = [int(m.group(2)) for n in names for m in [stage_re.match(n)] if m]
+    if stages:
+        last = max(stages)
+        per = _blocks_per_stage(names, last)
+        first_block, last_block = last * per, last * per + per - 1
+        blocks = [f"/resblocks.{i}/" for i in range(first_block, last_block + 1)]
+        blocks += [f"/conv_blocks.{i}/" for i in range(first_block, last_block + 1)]
+        stage = under(f"/ups.{last}/", f"/transpose_upsamples.{last}/",
+                      f"/repeat_upsamples.{last}/", *blocks)
+        islands.append({"name": "last_upsample_stage", "why": "highest-rate stage (most samples)",
+                        "nodes": stage})
+    for island in islands:
+        island["nodes"] = [n for n in island["nodes"] if n not in blocked]
+    return [i for i in islands if i["nodes"]]
+
+
+def _with_ancestors(model: Any, nodes: Sequence[str]) -> List[str]:
+    """``nodes`` plus every node they depend on (the NSF pitch/uv slices and their constants)."""
+    if not nodes:
+        return []
+    producers = {out: node for node in model.graph.node for out in node.output}
+    by_name = {node.name: node for node in model.graph.node}
+    seen: set = set()
+    stack = [by_name[n] for n in nodes if n in by_name]
+    while stack:
+        node = stack.pop()
+        if node.name in seen:
+            continue
+        seen.add(node.name)
+        stack.extend(producers[i] for i in node.input if i in producers)
+    return [n.name for n in model.graph.node if n.name in seen]
+
+
+def _blocks_per_stage(names: Sequence[str], last_stage: int) -> int:
+    idx = [int(m.group(2)) for n in names
+           for m in [re.match(r"^/(resblocks|conv_blocks)\.(\d+)/", n)] if m]
+    return (max(idx) + 1) // (last_stage + 1) if idx else 0
+
+
+# ------------------------------------------------------------------------------ planning
+
+
+def plan_fp16(fp32_path: str | Path, out_path: str | Path, plan_path: str | Path, vocoder: Any,
+              mels: Sequence[np.ndarray], *, reference: Any = None,
+              search_seconds: float | None = SEARCH_SECONDS, min_gain_db: float = MIN_GAIN_DB) -> PrecisionPlan:
+    """Write the planned FP16 graph to ``out_path`` and the plan JSON to ``plan_path``.
+
+    ``mels`` are [C, T] real-speech inputs used both to calibrate ranges and to measure SNR
+    against the PyTorch FP32 module (``reference`` caches its outputs).
+    """
+    import onnx
+    import onnxconverter_common
+
+    from .mel import log_mel_l1, mel_config_for
+    from .speech_inputs import TorchReference
+
+    start = time.perf_counter()
+    mels = [np.ascontiguousarray(m, dtype=np.float32) for m in mels]
+    if not mels:
+        raise ExportError("FP16 planning needs at least one calibration mel")
+    model = onnx.load(str(fp32_path))
+    reference = reference or TorchReference(vocoder.module)
+    refs = [reference(m[None]) for m in mels]
+
+    log.info("fp16 plan: calibrating %d node outputs on %d mels", len(model.graph.node), len(mels))
+    peaks = calibrate(model, mels)
+    reasons: Dict[str, Dict[str, Any]] = {}
+    constants = {n.name for n in model.graph.node if n.op_type == "Constant"}
+    for node, peak in peaks.items():
+        # A Constant's value is exact data (e.g. the 16000 Hz sample rate), not an activation
+        # that can grow: its consumers' outputs are what overflow, and they are measured.
+        if peak > OVERFLOW_LIMIT and node not in constants:
+            reasons[node] = {"reason": "overflow_risk", "max_abs": peak, "limit": OVERFLOW_LIMIT}
+
+    plain_model = convert(model, [])
+    plain_outs = _run(plain_model, mels)
+    snr_plain = _snr(refs, plain_outs)
+    log.info("fp16 plan: plain conversion SNR %.2f dB", snr_plain)
+
+    blocked = set(reasons)
+    if blocked:
+        best_model = convert(model, sorted(blocked))
+        best_outs = _run(best_model, mels)
+        best = _snr(refs, best_outs)
+    else:
+        best_model, best_outs, best = plain_model, plain_outs, snr_plain
+    tried: List[Dict[str, Any]] = []
+    search_start = time.perf_counter()
+    stop_db = TARGET_SNR_DB + TARGET_MARGIN_DB
+    for island in candidate_islands(model, peaks, blocked):
+        entry = {"name": island["name"], "nodes": len(island["nodes"]), "why": island["why"]}
+        if not island.get("always") and best >= stop_db:
+            entry["result"] = f"skipped (already {best:.1f} dB >= {stop_db:.0f} dB)"
+            tried.append(entry)
+            continue
+        if (not island.get("always") and search_seconds is not None
+                and time.perf_counter() - search_start > search_seconds):
+            entry["result"] = "skipped (time budget)"
+            tried.append(entry)
+            continue
+        trial = convert(model, sorted(blocked | set(island["nodes"])))
+        outs = _run(trial, mels)
+        snr = _snr(refs, outs)
+        entry.update(snr_db=snr, gain_db=snr - best)
+        if snr - best > min_gain_db:
+            entry["result"] = "kept FP32"
+            for node in island["nodes"]:
+                reasons[node] = {"reason": f"island:{island['name']}", "why": island["why"],
+                                 "snr_before_db": best, "snr_after_db": snr}
+            blocked |= set(island["nodes"])
+            best_model, best_outs, best = trial, outs, snr
+        else:
+            entry["result"] = "rejected (gain below threshold)"
+        log.info("fp16 plan: island %s -> %.2f dB (%s)", island["name"], snr, entry["result"])
+        tried.append(entry)
+
+    fell_back = False
+    if not best >= snr_plain:  # also catches NaN
+        best_model, best_outs, best, blocked, reasons, fell_back = (
+            plain_model, plain_outs, snr_plain, set(), {}, True)
+    cfg = mel_config_for(vocoder.spec)
+    per_mel = []
+    for m, r, o in zip(mels, refs, best_outs):
+        per_mel.append({"frames": int(m.shape[-1]), "snr_db": _snr([r], [o]),
+                        "log_mel_l1": log_mel_l1(r.ravel(), o.ravel(), cfg),
+                        "finite": bool(np.all(np.isfinite(o)))})
+    l1 = max(p["log_mel_l1"] for p in per_mel)
+    ranked = sorted(peaks.items(), key=lambda kv: -kv[1])
+    calibration = {
+        "mels": [int(m.shape[-1]) for m in mels], "nodes": len(peaks),
+        "overflow_limit": OVERFLOW_LIMIT, "max_abs_overall": ranked[0][1] if ranked else 0.0,
+        "top": [{"node": n, "max_abs": v} for n, v in ranked[:TOP_N]],
+        "max_abs": {n: v for n, v in ranked},
+    }
+    plan = PrecisionPlan(
+        fp32_nodes=sorted(blocked), reasons=reasons, snr_plain_db=snr_plain, snr_plan_db=best,
+        log_mel_l1=l1, fell_back_to_plain=fell_back, calibration=calibration, candidates=tried,
+        converter_version=onnxconverter_common.__version__,
+        seconds=time.perf_counter() - start, fp16_path=str(Path(out_path).name), per_mel=per_mel,
+    )
+    with atomic_path(Path(out_path)) as tmp:
+        onnx.save(best_model, str(tmp))
+    # Strict JSON (no Infinity/NaN tokens): non-finite numbers become null.
+    write_text(Path(plan_path), json.dumps(_json_safe(plan.to_dict()), indent=1, allow_nan=False) + "\n")
+    log.info("fp16 plan: %d FP32 node(s), SNR %.2f dB (plain %.2f dB), %.1f s",
+             len(blocked), best, snr_plain, plan.seconds)
+    return plan
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (strict JSON readers)."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def evaluate_fp16(fp16_path: str | Path, vocoder: Any, mels: Dict[str, np.ndarray], *,
+                  reference: Any = None) -> Dict[str, Dict[str, Any]]:
+    """{name: {frames, snr_db, log_mel_l1, finite}} of an FP16 graph vs PyTorch FP32 per mel.
+
+    The plan is decided on a few calibration sentences; this is the per-utterance check on
+    any set (e.g. every speech fixture), run by ONNX Runtime CPU one utterance at a time.
+    """
+    from .mel import log_mel_l1, mel_config_for
+    from .ort import CPU, make_session
+    from .speech_inputs import TorchReference, snr_db
+
+    reference = reference or TorchReference(vocoder.module)
+    session = make_session(fp16_path, providers=[CPU])
+    cfg = mel_config_for(vocoder.spec)
+    out: Dict[str, Dict[str, Any]] = {}
+    for name, mel in mels.items():
+        x = np.ascontiguousarray(mel[None], dtype=np.float32)
+        ref = reference(x)
+        got = session.run(["wav"], {"mel": x})[0]
+        finite = bool(np.all(np.isfinite(got)))
+        out[name] = {"frames": int(mel.shape[-1]), "snr_db": snr_db(ref, got),
+                     "log_mel_l1": log_mel_l1(ref.ravel(), got.ravel(), cfg) if finite else float("inf"),
+                     "finite": finite}
+    return out

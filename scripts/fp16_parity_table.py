@@ -1,0 +1,104 @@
+"""FP16 parity table: plan every vocoder config and measure it on every speech fixture.
+
+For the default vocoder and all eight KAN-TTS configs (random weights, ``--scale`` on the
+weight-norm magnitudes; 0.5 gives speech-level output, see tests/test_precision.py):
+FP32 export, FP16 plan (calibrated on the two "medium" parity utterances, as the CLI does),
+then per fixture: waveform SNR and log-mel L1 vs PyTorch FP32, NaN/Inf. Prints one row per
+model and writes the details as JSON (``--json``).
+
+    PYTHONPATH=... python scripts/fp16_parity_table.py [--models default hifigan_v1_8k ...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict
+
+import numpy as np
+
+
+def vocoder_for(name: str, tmp: Path, scale: float) -> Any:
+    from hifitrt.export.load import load_vocoder
+    from hifitrt.export.synthetic import (
+        generator_params, kantts_configs_dir, random_weight_norm_generator, save_kantts_checkpoint,
+    )
+
+    if name == "default":
+        return load_vocoder("default")
+    cfg = kantts_configs_dir() / f"{name}.yaml"
+    module = random_weight_norm_generator(generator_params(cfg), seed=3, scale=scale)
+    save_kantts_checkpoint(module, cfg, tmp / name / "voc")
+    return load_vocoder(tmp / name / "voc")
+
+
+def measure(name: str, tmp: Path, scale: float) -> Dict[str, Any]:
+    from hifitrt.export.onnx_export import export_onnx
+    from hifitrt.export.precision import evaluate_fp16, plan_fp16
+    from hifitrt.export.speech_inputs import TorchReference, fixture_inputs, parity_batches
+
+    start = time.perf_counter()
+    vocoder = vocoder_for(name, tmp, scale)
+    reference = TorchReference(vocoder.module)
+    d = tmp / name
+    d.mkdir(parents=True, exist_ok=True)
+    fp32 = export_onnx(vocoder, d / "m.onnx", verify=False).path
+    mels = list(parity_batches(vocoder.spec, ["medium"])["medium"])
+    plan = plan_fp16(fp32, d / "m.fp16.onnx", d / "m.plan.json", vocoder, mels, reference=reference)
+    evaluation = evaluate_fp16(d / "m.fp16.onnx", vocoder, fixture_inputs(vocoder.spec),
+                               reference=reference)
+    refs = [reference(m[None]) for m in fixture_inputs(vocoder.spec).values()]
+    all_ref = np.concatenate([r.ravel() for r in refs])
+    islands = sorted({r["reason"] for r in plan.reasons.values()})
+    return {
+        "model": name, "plain_snr_db": plan.snr_plain_db, "plan_snr_db": plan.snr_plan_db,
+        "worst_fixture_snr_db": min(e["snr_db"] for e in evaluation.values()),
+        "worst_log_mel_l1": max(e["log_mel_l1"] for e in evaluation.values()),
+        "all_finite": all(e["finite"] for e in evaluation.values()),
+        "fp32_islands": islands, "fp32_nodes": plan.fp32_nodes,
+        "candidates": plan.candidates, "per_fixture": evaluation,
+        "output_rms": float(np.sqrt(np.mean(all_ref ** 2))),
+        "output_saturated": float(np.mean(np.abs(all_ref) > 0.99)),
+        "calibration_max_abs": plan.calibration["max_abs_overall"],
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hifitrt.export.synthetic import kantts_configs_dir
+
+    stems = sorted(p.stem for p in kantts_configs_dir().glob("*.yaml"))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", default=["default"] + stems)
+    parser.add_argument("--scale", type=float, default=0.5)
+    parser.add_argument("--json", type=Path, help="write all numbers here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    rows = []
+    print(f"{'model':38} {'plain':>7} {'plan':>7} {'worst':>7} {'logmelL1':>9} {'rms':>6} "
+          f"{'sec':>5}  FP32 islands", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            row = measure(name, Path(tmp), args.scale)
+            rows.append(row)
+            print(f"{name:38} {row['plain_snr_db']:7.1f} {row['plan_snr_db']:7.1f} "
+                  f"{row['worst_fixture_snr_db']:7.1f} {row['worst_log_mel_l1']:9.5f} "
+                  f"{row['output_rms']:6.3f} {row['seconds']:5.0f}  "
+                  f"{', '.join(row['fp32_islands']) or '-'}"
+                  f"{'' if row['all_finite'] else '  NaN/Inf!'}", flush=True)
+            for c in row["candidates"]:
+                gain = f" gain {c['gain_db']:+.2f} dB" if "gain_db" in c else ""
+                print(f"    {c['name']:20} {c['result']}{gain}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1, default=float) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

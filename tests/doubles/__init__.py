@@ -1,0 +1,1 @@
+"""Test doubles (only the TensorRT one: the project's rule is no mocks except that double)."""

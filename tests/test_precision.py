@@ -1,0 +1,168 @@
+"""FP16 precision planning: plan JSON, FP32 IO, checker + ORT, and FP16 parity on real speech.
+
+Random-weight KAN-TTS vocoders use ``scale=0.5`` on the weight-norm magnitudes (g). Measured
+on the cmn_tianqi fixture (16 kHz causal config, seed 3): scale 0.25 gives an output rms of
+0.003 (a near-silent net, where FP16's relative error is inflated and SNR says nothing about
+a real vocoder), 1.0 gives rms 0.63 (louder than any speech, pushed into tanh's curve), 0.5
+gives rms 0.03-0.05 with peak activations ~12: the level and range of a trained vocoder on
+speech, far from FP16 overflow and without saturation. scripts/fp16_parity_table.py measures
+all eight configs the same way; the suite tests a representative subset (causal 16 kHz,
+non-causal NSF 16 kHz, 48 kHz / 128 mels) because each FP16 plan costs tens of seconds.
+"""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from hifitrt.export.load import load_vocoder
+from hifitrt.export.onnx_export import export_onnx
+from hifitrt.export.ort import CPU, make_session
+from hifitrt.export.precision import evaluate_fp16, plan_fp16
+from hifitrt.export.speech_inputs import TorchReference, fixture_inputs, parity_batches
+from hifitrt.export.synthetic import (
+    generator_params, kantts_configs_dir, random_weight_norm_generator, save_kantts_checkpoint,
+)
+
+warnings.filterwarnings("ignore", category=UserWarning)
+CONFIGS = kantts_configs_dir()
+SCALE = 0.5  # see the module docstring
+MIN_SNR_DB = 50.0
+MAX_LOG_MEL_L1 = 0.01
+SUBSET = ("hifigan_v1_16k", "hifigan_noncausal_nsf_v1_16k", "hifigan_v1_48k")
+
+
+def _plan(vocoder, tmp: Path, calibration, lengths=()):
+    """FP32 export (verified at ``lengths``), planned FP16, per-fixture evaluation."""
+    reference = TorchReference(vocoder.module)
+    export = export_onnx(vocoder, tmp / "m.onnx", verify=bool(lengths), lengths=lengths,
+                         reference=reference)
+    if lengths:
+        assert export.parity["passed"] and export.parity["max_abs"] <= 1e-4
+    fp32 = export.path
+    plan = plan_fp16(fp32, tmp / "m.fp16.onnx", tmp / "m.plan.json", vocoder, calibration,
+                     reference=reference)
+    evaluation = evaluate_fp16(tmp / "m.fp16.onnx", vocoder, fixture_inputs(vocoder.spec),
+                               reference=reference)
+    return {"vocoder": vocoder, "plan": plan, "eval": evaluation, "dir": tmp}
+
+
+def _kantts_vocoder(tmp: Path, stem: str):
+    cfg = CONFIGS / f"{stem}.yaml"
+    module = random_weight_norm_generator(generator_params(cfg), seed=3, scale=SCALE)
+    save_kantts_checkpoint(module, cfg, tmp / "voc")
+    return load_vocoder(tmp / "voc")
+
+
+@pytest.fixture(scope="module")
+def default_plan(default_vocoder, tmp_path_factory):
+    # FP32 parity of the default vocoder is test_onnx_export's job; calibrate like the CLI.
+    mels = list(parity_batches(default_vocoder.spec, ["medium"])["medium"])
+    return _plan(default_vocoder, tmp_path_factory.mktemp("default"), mels)
+
+
+@pytest.fixture(scope="module", params=SUBSET)
+def kantts_plan(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(request.param)
+    vocoder = _kantts_vocoder(tmp, request.param)
+    # Two 100-frame speech cuts keep calibration cheap at 48 kHz (hop 600).
+    mels = list(parity_batches(vocoder.spec, ["medium"])["medium"][:, :, :100])
+    # FP32 parity of these configs is checked here (short), not again in test_onnx_export.
+    return _plan(vocoder, tmp, mels, lengths=("short",))
+
+
+def _check_parity(result) -> None:
+    plan, evaluation = result["plan"], result["eval"]
+    assert len(evaluation) == 6  # every speech fixture
+    for name, e in evaluation.items():
+        assert e["finite"], f"{name}: NaN/Inf in FP16 output"
+        assert e["snr_db"] >= MIN_SNR_DB, f"{name}: FP16 SNR {e['snr_db']:.1f} dB"
+        assert e["log_mel_l1"] <= MAX_LOG_MEL_L1, f"{name}: log-mel L1 {e['log_mel_l1']:.4f}"
+    # The plan is never worse than the plain conversion.
+    assert plan.snr_plan_db >= plan.snr_plain_db - 0.1
+
+
+def _check_graph(result) -> None:
+    path = result["dir"] / "m.fp16.onnx"
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    io = list(model.graph.input) + list(model.graph.output)
+    assert [v.name for v in io] == ["mel", "wav"]
+    assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in io)
+    assert onnx.TensorProto.FLOAT16 in {i.data_type for i in model.graph.initializer}
+    # FP16 compute nodes exist: at least one Conv consumes an fp16 weight.
+    fp16_inits = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16}
+    assert any(n.op_type == "Conv" and n.input[1] in fp16_inits for n in model.graph.node)
+    # Nodes the plan keeps FP32 still read FP32 weights.
+    fp32_nodes = set(result["plan"].fp32_nodes)
+    fp32_inits = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    for node in model.graph.node:
+        if node.name in fp32_nodes and node.op_type == "Conv":
+            assert node.input[1] in fp32_inits
+    spec = result["vocoder"].spec
+    mel = fixture_inputs(spec, ["cmn_hao"])["cmn_hao"][None]
+    wav = make_session(path, providers=[CPU]).run(["wav"], {"mel": mel})[0]
+    assert wav.dtype == np.float32 and wav.shape == (1, 1, mel.shape[-1] * spec.hop)
+
+
+def _check_plan_json(result) -> None:
+    plan = result["plan"]
+    data = json.loads((result["dir"] / "m.plan.json").read_text(), parse_constant=pytest.fail)
+    assert data["schema"] == "hifitrt.precision-plan" and data["schema_version"] == 1
+    import onnxconverter_common
+    assert data["converter_version"] == onnxconverter_common.__version__
+    assert data["fp32_nodes"] == plan.fp32_nodes
+    for node in data["fp32_nodes"]:  # every FP32 node has a reason with numbers
+        reason = data["reasons"][node]
+        assert reason["reason"] == "overflow_risk" or reason["reason"].startswith("island:")
+        numbers = [v for k, v in reason.items() if k in ("max_abs", "snr_before_db", "snr_after_db")]
+        assert numbers and all(isinstance(v, float) for v in numbers)
+    cal = data["calibration"]
+    assert cal["nodes"] > 50 and len(cal["mels"]) == 2
+    assert cal["max_abs_overall"] == max(cal["max_abs"].values()) > 0
+    assert cal["top"][0]["max_abs"] == cal["max_abs_overall"]
+    assert math.isclose(data["snr_plain_db"], plan.snr_plain_db)
+    assert math.isclose(data["snr_plan_db"], plan.snr_plan_db)
+    assert data["candidates"] and all("result" in c for c in data["candidates"])
+    assert not list(result["dir"].glob(".*.tmp"))  # atomic writes left no temp files
+
+
+def test_default_plan_json(default_plan) -> None:
+    _check_plan_json(default_plan)
+
+
+def test_default_planned_graph(default_plan) -> None:
+    _check_graph(default_plan)
+
+
+def test_default_fp16_parity_every_fixture(default_plan) -> None:
+    _check_parity(default_plan)
+
+
+def test_kantts_fp16_plan(kantts_plan) -> None:
+    _check_plan_json(kantts_plan)
+    _check_graph(kantts_plan)
+    _check_parity(kantts_plan)
+
+
+def test_nsf_phase_chain_follows_measurement(kantts_plan) -> None:
+    """The NSF source island is always measured; it is FP32 exactly when it measurably helps."""
+    plan = kantts_plan["plan"]
+    islands = {c["name"]: c for c in plan.candidates}
+    if not kantts_plan["vocoder"].spec.nsf:
+        assert "nsf_source" not in islands
+        return
+    nsf = islands["nsf_source"]
+    assert "snr_db" in nsf, "the NSF phase chain must always be measured"
+    model = onnx.load(str(kantts_plan["dir"] / "m.onnx"))
+    chain = {n.name for n in model.graph.node if n.name.startswith("/source_module/")
+             and n.op_type in ("Floor", "Sin")}
+    assert chain
+    kept = chain <= set(plan.fp32_nodes)
+    assert kept == (nsf["result"] == "kept FP32")
+    assert kept == (nsf["gain_db"] > 1.0)
