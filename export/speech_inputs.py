@@ -1,41 +1,82 @@
 """Real-speech inputs of the right shape for any vocoder, and a cached PyTorch reference.
 
-Parity and FP16 calibration must run on speech (voicing, pauses, silence), not noise. The repo
-ships 80-bin mels of real Mandarin speech (:mod:`hifitrt.export.fixtures`); other vocoders get
-them adapted: the mel axis is resampled by linear interpolation to ``n_mels`` (e.g. 128 for
-KAN-TTS 48 kHz) and NSF models get two extra rows, a smooth pitch contour in Hz (continuous
-through unvoiced frames, as KAN-TTS interpolates F0) and a 0/1 voicing flag from frame energy.
-For random-weight test vocoders the feature space does not matter; for trained ones the
-default vocoder's fixtures are its own features.
+Parity, FP16 calibration, sweeps and benchmarks must run on speech (voicing, pauses,
+silence), not noise. The repo ships real Mandarin speech (:mod:`hifitrt.export.fixtures`):
+16 kHz WAVs and their mels in the default vocoder's feature space. Any other vocoder gets the
+WAVs resampled to its rate and analysed with its own mel configuration
+(:func:`hifitrt.export.mel.mel_config_for`); NSF models get two extra rows, a smooth pitch
+contour in Hz (continuous through unvoiced frames, as KAN-TTS interpolates F0) and a 0/1
+voicing flag from frame energy. This module is the one place that makes such inputs.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 import torch
 
-from .fixtures import fixture_mels
+from .fixtures import fixture_mels, fixture_wavs
 from .spec import VocoderSpec
 
 SHORT_FRAMES = 32
 LENGTHS = ("short", "medium", "long")
 
 
-def adapt_mel(mel: np.ndarray, spec: VocoderSpec) -> np.ndarray:
-    """[80, T] fixture mel -> [spec.in_channels, T] float32 input for ``spec``'s vocoder."""
+FIXTURE_RATE = 16000
+FIXTURE_HOP = 160
+FIXTURE_MELS = 80
+
+_SPEECH_CACHE: Dict[tuple, Dict[str, np.ndarray]] = {}
+
+
+def _resample(wav: np.ndarray, src: int, dst: int) -> np.ndarray:
+    if src == dst:
+        return np.asarray(wav, dtype=np.float32)
+    from scipy.signal import resample_poly
+
+    g = math.gcd(int(src), int(dst))
+    return resample_poly(np.asarray(wav, dtype=np.float64), dst // g, src // g).astype(np.float32)
+
+
+def with_pitch(mel: np.ndarray, spec: Any) -> np.ndarray:
+    """NSF vocoders take pitch (Hz) and uv as two extra rows; others take the mel as it is."""
     mel = np.asarray(mel, dtype=np.float32)
-    if spec.n_mels != mel.shape[0]:
-        src = np.linspace(0.0, 1.0, mel.shape[0])
-        dst = np.linspace(0.0, 1.0, spec.n_mels)
-        mel = np.stack([np.interp(dst, src, mel[:, t]) for t in range(mel.shape[1])], axis=1)
-    rows = [mel.astype(np.float32)]
-    if spec.nsf:
-        pitch, uv = pitch_track(mel)
-        rows += [pitch[None], uv[None]]
-    return np.ascontiguousarray(np.concatenate(rows, axis=0), dtype=np.float32)
+    if not spec.nsf:
+        return mel
+    pitch, uv = pitch_track(mel)
+    return np.ascontiguousarray(np.concatenate([mel, pitch[None], uv[None]], axis=0), dtype=np.float32)
+
+
+def analyse_wav(wav: np.ndarray, rate: int, spec: Any) -> np.ndarray:
+    """A WAV as this vocoder's input: resampled, mel in its own config, pitch/uv for NSF."""
+    from .mel import mel_config_for, wav_to_mel
+
+    mel = wav_to_mel(_resample(wav, rate, spec.sample_rate), mel_config_for(spec))
+    return with_pitch(mel, spec)
+
+
+def speech_mels(spec: Any) -> Dict[str, np.ndarray]:
+    """{fixture name: float32 [in_channels, T]} the speech fixtures in ``spec``'s input space.
+
+    The shipped mels are used as they are when the vocoder shares their feature space (16 kHz,
+    hop 160, 80 mels, no NSF: the default vocoder); otherwise the WAVs are re-analysed.
+    Sorted shortest first; cached per feature space.
+    """
+    key = (int(spec.sample_rate), int(spec.hop), int(spec.n_mels), bool(spec.nsf), int(spec.in_channels))
+    if key not in _SPEECH_CACHE:
+        if key == (FIXTURE_RATE, FIXTURE_HOP, FIXTURE_MELS, False, FIXTURE_MELS):
+            mels = {k: np.asarray(v, dtype=np.float32) for k, v in fixture_mels().items()}
+        else:
+            mels = {k: analyse_wav(w, FIXTURE_RATE, spec) for k, w in fixture_wavs().items()}
+        for name, mel in mels.items():
+            if mel.shape[0] != spec.in_channels:
+                raise ValueError(f"fixture {name} analysed to {mel.shape[0]} channels, the vocoder "
+                                 f"takes {spec.in_channels}")
+        _SPEECH_CACHE[key] = dict(sorted(mels.items(), key=lambda kv: kv[1].shape[1]))
+    return dict(_SPEECH_CACHE[key])
 
 
 def pitch_track(mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +103,7 @@ def parity_batches(spec: VocoderSpec, lengths: Sequence[str] = LENGTHS) -> Dict[
     short = 32 frames cut from voiced speech, medium = a 2 s sentence, long = the longest
     fixture (> 1000 frames). Batch-1 parity uses item 0 of each batch.
     """
-    fixtures = list(fixture_mels().values())  # shortest first
+    fixtures = list(speech_mels(spec).values())  # shortest first
     medium = min(fixtures, key=lambda m: abs(m.shape[1] - 216))
     longest = fixtures[-1]
     out: Dict[str, np.ndarray] = {}
@@ -78,14 +119,13 @@ def parity_batches(spec: VocoderSpec, lengths: Sequence[str] = LENGTHS) -> Dict[
             b = _speech_of_length(fixtures[:-1], longest.shape[1], start=1)
         else:
             raise ValueError(f"unknown parity length {name!r} (short, medium, long)")
-        out[name] = np.stack([adapt_mel(a, spec), adapt_mel(b, spec)])
+        out[name] = np.stack([a, b]).astype(np.float32)
     return out
 
 
 def fixture_inputs(spec: VocoderSpec, names: Sequence[str] | None = None) -> Dict[str, np.ndarray]:
-    """{fixture name: [C, T]} every speech fixture (or the named ones) adapted to ``spec``."""
-    mels = fixture_mels()
-    return {k: adapt_mel(v, spec) for k, v in mels.items() if names is None or k in names}
+    """{fixture name: [C, T]} every speech fixture (or the named ones) in ``spec``'s input space."""
+    return {k: v for k, v in speech_mels(spec).items() if names is None or k in names}
 
 
 def _key(item: np.ndarray) -> str:

@@ -1,8 +1,6 @@
 """Shared pytest setup: the default vocoder location and markers."""
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import pytest

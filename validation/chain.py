@@ -16,9 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
-from ..export.errors import ParityError
 from .check import CheckResult, check_engine, load_source_for, summary_table
 
 log = logging.getLogger(__name__)
@@ -114,7 +111,7 @@ def build_and_verify(
     check = None
     if report:
         t0 = time.perf_counter()
-        say(f"parity report: sweeping every profile (min, opt, max, odd lengths; batch 1 and max)")
+        say("parity report: sweeping every profile (min, opt, max, odd lengths; batch 1 and max)")
         check = check_engine(root, report_dir=root / "report", thresholds=thresholds, progress=say,
                              vocoder=vocoder, with_pesq=with_pesq)
         seconds["report"] = round(time.perf_counter() - t0, 3)

@@ -26,14 +26,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..export.errors import InputError
+from ..export.speech_inputs import analyse_wav
 from .metrics import Thresholds
 from .report import CaseCollector, CaseResult, measure_case
 
 log = logging.getLogger(__name__)
 
-FIXTURE_RATE = 16000
-FIXTURE_HOP = 160
-FIXTURE_MELS = 80
 
 Progress = Callable[[str], None]
 
@@ -128,45 +126,13 @@ class SpeechSource:
         return np.ascontiguousarray(crop, dtype=np.float32), label
 
 
-def _resample(wav: np.ndarray, src: int, dst: int) -> np.ndarray:
-    if src == dst:
-        return wav.astype(np.float32)
-    from scipy.signal import resample_poly
-
-    g = math.gcd(int(src), int(dst))
-    return resample_poly(wav.astype(np.float64), dst // g, src // g).astype(np.float32)
-
-
-def _with_pitch(mel: np.ndarray, spec: Any) -> np.ndarray:
-    if not spec.nsf:
-        return mel
-    from ..export.speech_inputs import pitch_track
-
-    pitch, uv = pitch_track(mel)
-    return np.concatenate([mel, pitch[None], uv[None]], axis=0).astype(np.float32)
-
-
-def analyse_wav(wav: np.ndarray, rate: int, spec: Any) -> np.ndarray:
-    """A WAV as this vocoder's input: resampled, mel in its own config, pitch/uv for NSF."""
-    from ..export.mel import mel_config_for, wav_to_mel
-
-    cfg = mel_config_for(spec)
-    mel = wav_to_mel(_resample(np.asarray(wav, dtype=np.float32), rate, spec.sample_rate), cfg)
-    return _with_pitch(np.asarray(mel, dtype=np.float32), spec)
-
-
 def fixture_speech(spec: Any) -> SpeechSource:
-    """The repo's speech fixtures in ``spec``'s input space.
+    """The repo's speech fixtures in ``spec``'s input space (see :mod:`hifitrt.export.speech_inputs`)."""
+    from ..export.speech_inputs import FIXTURE_HOP, FIXTURE_MELS, FIXTURE_RATE, speech_mels
 
-    The shipped mels are used as they are when the vocoder shares their feature space (16 kHz,
-    hop 160, 80 mels: the default vocoder); otherwise the fixture WAVs are re-analysed.
-    """
-    from ..export.fixtures import fixture_mels, fixture_wavs
-
-    if (spec.sample_rate, spec.hop, spec.n_mels, bool(spec.nsf)) == (FIXTURE_RATE, FIXTURE_HOP, FIXTURE_MELS, False):
-        return SpeechSource(dict(fixture_mels()), "speech fixtures (mels)")
-    utt = {name: analyse_wav(w, FIXTURE_RATE, spec) for name, w in fixture_wavs().items()}
-    return SpeechSource(utt, f"speech fixtures re-analysed at {spec.sample_rate} Hz, hop {spec.hop}")
+    shipped = (spec.sample_rate, spec.hop, spec.n_mels, bool(spec.nsf)) == (FIXTURE_RATE, FIXTURE_HOP, FIXTURE_MELS, False)
+    origin = "speech fixtures (mels)" if shipped else f"speech fixtures re-analysed at {spec.sample_rate} Hz, hop {spec.hop}"
+    return SpeechSource(speech_mels(spec), origin)
 
 
 def user_speech(paths: Iterable[str | os.PathLike[str]], spec: Any) -> SpeechSource:
