@@ -47,6 +47,7 @@ td.na{color:#98a1ae}
 tr.worst td:first-child{box-shadow:inset 4px 0 #b3261e}
 td.msg{white-space:normal;text-align:left;color:#8c1d18;min-width:220px}
 .scroll{overflow-x:auto}
+td.input{max-width:190px;overflow:hidden;text-overflow:ellipsis}
 img{display:block;max-width:100%;height:auto;margin:6px 0 12px}
 .note{color:#5b6472;font-size:12.5px;margin:4px 0 10px}
 footer{color:#7a8392;font-size:12px;text-align:center;padding:6px 0 20px}
@@ -135,19 +136,21 @@ def _img(png: bytes, alt: str) -> str:
 def _cases_table(doc: Mapping[str, Any]) -> str:
     sr = doc.get("sample_rate") or 0
     worst_i = doc["worst"].get("case")
-    head = ("<tr><th>#</th><th class=l>profile</th><th class=l>input</th><th>batch</th>"
+    head = ("<tr><th>#</th><th>verdict</th><th class=l>profile</th><th class=l>input</th><th>batch</th>"
             "<th>frames</th><th>seconds</th>"
             + "".join(f"<th>{h}</th>" for _, h, _ in _COLUMNS)
-            + "<th>verdict</th><th class=l>failures</th></tr>")
+            + "<th class=l>failures</th></tr>")
     rows = []
     for i, case in enumerate(doc["cases"]):
         m = case["metrics"]
         failed = {f["metric"] for f in case["failures"]}
         secs = m.get("reference_samples", 0) / sr if sr else 0.0
+        v = case["verdict"]
         cells = [
             f"<td>{i}</td>",
+            f'<td><span class="tag {v}">{v.upper()}</span></td>',
             f"<td class=l>{_e(case['profile'])}</td>",
-            f"<td class=l>{_e(case['input'])}</td>",
+            f'<td class="l input" title="{_e(case["input"])}">{_e(case["input"])}</td>',
             f"<td>{case['shape']['batch']}</td>",
             f"<td>{case['shape']['frames']}</td>",
             f"<td>{secs:.2f}</td>",
@@ -158,8 +161,6 @@ def _cases_table(doc: Mapping[str, Any]) -> str:
             note = m.get("pesq_note") if key == "pesq" else None
             title = f' title="{_e(note)}"' if note else ""
             cells.append(f'<td class="{cls}"{title}>{_fmt(val, kind)}</td>')
-        v = case["verdict"]
-        cells.append(f'<td><span class="tag {v}">{v.upper()}</span></td>')
         msgs = "<br>".join(_e(f["message"]) for f in case["failures"])
         cells.append(f"<td class=msg>{msgs}</td>")
         cls = ' class="worst"' if i == worst_i else ""
