@@ -176,3 +176,18 @@ def test_cli_help_lists_subcommands() -> None:
     assert out.returncode == 0
     for command in ("inspect", "export", "build", "check", "bench", "vocode"):
         assert command in out.stdout
+
+
+def test_cli_vocode_writes_wav_of_frames_times_hop(default_vocoder, tmp_path: Path) -> None:
+    import numpy as np
+
+    from hifitrt.export.audio import read_wav
+    from hifitrt.export.fixtures import fixture_dir
+
+    mel_path = fixture_dir() / "mels" / "cmn_hao.npy"
+    out = tmp_path / "hao.wav"
+    assert cli_main(["vocode", "default", str(mel_path), "-o", str(out)]) == 0
+    audio, rate = read_wav(out)
+    frames = np.load(mel_path).shape[1]
+    assert rate == 16000 and len(audio) == frames * 160
+    assert 0.01 < float(np.sqrt(np.mean(audio ** 2))) < 0.5  # speech level, not silence or clipping
