@@ -44,6 +44,8 @@ def _pick(mels: list[np.ndarray], max_items: int, max_frames: int) -> list[np.nd
 
 def synthetic_mels(channels: int, *, nsf: bool = False, count: int = 3, seed: int = 0) -> list[np.ndarray]:
     """Smooth log-mel-like arrays (values around -11..2, slow in time and frequency)."""
+    from ..export.speech_inputs import pitch_track
+
     rng = np.random.default_rng(seed)
     mel_channels = channels - 2 if nsf else channels
     result = []
@@ -57,8 +59,6 @@ def synthetic_mels(channels: int, *, nsf: bool = False, count: int = 3, seed: in
         envelope = np.sin(np.linspace(0, np.pi * (2 + i), frames, dtype=np.float32))[None, :] ** 2
         mel = (-6.0 + tilt + 5.0 * envelope + 1.5 * base).clip(-11.5, 2.5).astype(np.float32)
         if nsf:
-            from ..export.speech_inputs import pitch_track
-
             pitch, uv = pitch_track(mel)
             mel = np.concatenate([mel, pitch[None], uv[None]], axis=0)
         result.append(np.ascontiguousarray(mel, dtype=np.float32))

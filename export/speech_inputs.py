@@ -58,6 +58,12 @@ def analyse_wav(wav: np.ndarray, rate: int, spec: Any) -> np.ndarray:
     return with_pitch(mel, spec)
 
 
+def uses_shipped_mels(spec: Any) -> bool:
+    """True when the vocoder shares the shipped mels' feature space (the default vocoder's)."""
+    return (int(spec.sample_rate), int(spec.hop), int(spec.n_mels), bool(spec.nsf), int(spec.in_channels)) \
+        == (FIXTURE_RATE, FIXTURE_HOP, FIXTURE_MELS, False, FIXTURE_MELS)
+
+
 def speech_mels(spec: Any) -> Dict[str, np.ndarray]:
     """{fixture name: float32 [in_channels, T]} the speech fixtures in ``spec``'s input space.
 
@@ -67,7 +73,7 @@ def speech_mels(spec: Any) -> Dict[str, np.ndarray]:
     """
     key = (int(spec.sample_rate), int(spec.hop), int(spec.n_mels), bool(spec.nsf), int(spec.in_channels))
     if key not in _SPEECH_CACHE:
-        if key == (FIXTURE_RATE, FIXTURE_HOP, FIXTURE_MELS, False, FIXTURE_MELS):
+        if uses_shipped_mels(spec):
             mels = {k: np.asarray(v, dtype=np.float32) for k, v in fixture_mels().items()}
         else:
             mels = {k: analyse_wav(w, FIXTURE_RATE, spec) for k, w in fixture_wavs().items()}

@@ -8,6 +8,7 @@ validation (imports point one way).
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -102,7 +103,7 @@ def build_and_verify(
 
     recorded = getattr(built.manifest, "quick_parity", None)
     old_report = root / "report" / "report.json"
-    if built.reused and recorded and (not report or old_report.is_file()):
+    if built.reused and recorded and thresholds is None and (not report or _passed(old_report)):
         # Same build key and verified artifacts: the engine is the one measured at build time,
         # so its recorded quick parity and report still hold (`check` re-measures on demand).
         say("quick parity and report: reusing what was measured when this engine was built")
@@ -126,6 +127,14 @@ def build_and_verify(
                              vocoder=vocoder, with_pesq=with_pesq)
         seconds["report"] = round(time.perf_counter() - t0, 3)
     return ChainResult(root, built, quick, check, seconds)
+
+
+def _passed(report_json: Path) -> bool:
+    """True when a report exists and its verdict is pass (a failing one is measured again)."""
+    try:
+        return json.loads(report_json.read_text(encoding="utf-8")).get("verdict") == "pass"
+    except (OSError, ValueError):
+        return False
 
 
 def _fmt(v: Any, spec: str) -> str:

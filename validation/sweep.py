@@ -128,10 +128,9 @@ class SpeechSource:
 
 def fixture_speech(spec: Any) -> SpeechSource:
     """The repo's speech fixtures in ``spec``'s input space (see :mod:`hifitrt.export.speech_inputs`)."""
-    from ..export.speech_inputs import FIXTURE_HOP, FIXTURE_MELS, FIXTURE_RATE, speech_mels
+    from ..export.speech_inputs import speech_mels, uses_shipped_mels
 
-    shipped = (spec.sample_rate, spec.hop, spec.n_mels, bool(spec.nsf)) == (FIXTURE_RATE, FIXTURE_HOP, FIXTURE_MELS, False)
-    origin = "speech fixtures (mels)" if shipped else f"speech fixtures re-analysed at {spec.sample_rate} Hz, hop {spec.hop}"
+    origin = "speech fixtures (mels)" if uses_shipped_mels(spec) else f"speech fixtures re-analysed at {spec.sample_rate} Hz, hop {spec.hop}"
     return SpeechSource(speech_mels(spec), origin)
 
 
