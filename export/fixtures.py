@@ -27,9 +27,10 @@ class FixtureError(HifitrtError):
 def fixture_dir() -> Path:
     """Directory holding fixtures.json, speech/ and mels/.
 
-    ``$HIFITRT_FIXTURES`` wins (for installed, non-editable copies and CI); otherwise
-    ``tests/fixtures`` of the source tree this module lives in (repo/export/fixtures.py ->
-    repo/tests/fixtures).
+    ``$HIFITRT_FIXTURES`` wins (another fixture set); otherwise ``tests/fixtures`` next to
+    this package: repo/export/fixtures.py -> repo/tests/fixtures in a checkout or editable
+    install, site-packages/hifitrt/tests/fixtures in a wheel (setup.cfg ships them as
+    package data).
     """
     env = os.environ.get(ENV_VAR)
     if env:

@@ -273,8 +273,10 @@ def export_cli(args: argparse.Namespace) -> int:
         # so planning adds no PyTorch forward, the slowest step on CPU.
         mels = list(parity_batches(vocoder.spec, ["medium"])["medium"])
         plan = plan_fp16(fp32_path, out, plan_path, vocoder, mels, reference=reference)
-        print(f"fp16 plan: {len(plan.fp32_nodes)} node(s) kept FP32; SNR plain {plan.snr_plain_db:.1f} dB, "
-              f"planned {plan.snr_plan_db:.1f} dB, log-mel L1 {plan.log_mel_l1:.4f}")
+        kept = sorted({r["reason"].removeprefix("island:") for r in plan.reasons.values()})
+        print(f"fp16 plan: {len(plan.fp32_nodes)} node(s) kept FP32 ({', '.join(kept) or 'none'}); "
+              f"SNR {plan.snr_plain_db:.1f} -> {plan.snr_plan_db:.1f} dB, log-mel L1 "
+              f"{plan.log_mel_l1_plain:.4f} -> {plan.log_mel_l1:.4f} (plain -> planned)")
         print(f"wrote {out}, {plan_path}, {fp32_path} in {time.perf_counter() - start:.1f} s")
     else:
         print(f"wrote {out} in {time.perf_counter() - start:.1f} s")

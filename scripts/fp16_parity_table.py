@@ -3,8 +3,9 @@
 For the default vocoder and all eight KAN-TTS configs (random weights, ``--scale`` on the
 weight-norm magnitudes; 0.5 gives speech-level output, see tests/test_precision.py):
 FP32 export, FP16 plan (calibrated on the two "medium" parity utterances, as the CLI does),
-then per fixture: waveform SNR and log-mel L1 vs PyTorch FP32, NaN/Inf. Prints one row per
-model and writes the details as JSON (``--json``).
+then per fixture: waveform SNR and log-mel L1 vs PyTorch FP32, NaN/Inf, against the targets
+(SNR >= 50 dB, log-mel L1 <= 0.01 on every fixture). Prints one row per model and writes the
+details as JSON (``--json``); exits 1 if any model misses a target.
 
     PYTHONPATH=... python scripts/fp16_parity_table.py [--models default hifigan_v1_8k ...]
 """
@@ -39,7 +40,7 @@ def vocoder_for(name: str, tmp: Path, scale: float) -> Any:
 
 def measure(name: str, tmp: Path, scale: float) -> Dict[str, Any]:
     from hifitrt.export.onnx_export import export_onnx
-    from hifitrt.export.precision import evaluate_fp16, plan_fp16
+    from hifitrt.export.precision import MAX_LOG_MEL_L1, TARGET_SNR_DB, evaluate_fp16, plan_fp16
     from hifitrt.export.speech_inputs import TorchReference, fixture_inputs, parity_batches
 
     start = time.perf_counter()
@@ -66,6 +67,8 @@ def measure(name: str, tmp: Path, scale: float) -> Dict[str, Any]:
         "output_saturated": float(np.mean(np.abs(all_ref) > 0.99)),
         "calibration_max_abs": plan.calibration["max_abs_overall"],
         "seconds": time.perf_counter() - start,
+        "meets_targets": bool(all(e["finite"] and e["snr_db"] >= TARGET_SNR_DB
+                                  and e["log_mel_l1"] <= MAX_LOG_MEL_L1 for e in evaluation.values())),
     }
 
 
@@ -91,13 +94,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row['worst_fixture_snr_db']:7.1f} {row['worst_log_mel_l1']:9.5f} "
                   f"{row['output_rms']:6.3f} {row['seconds']:5.0f}  "
                   f"{', '.join(row['fp32_islands']) or '-'}"
-                  f"{'' if row['all_finite'] else '  NaN/Inf!'}", flush=True)
+                  f"{'' if row['all_finite'] else '  NaN/Inf!'}"
+                  f"  {'meets' if row['meets_targets'] else 'MISSES'} targets", flush=True)
             for c in row["candidates"]:
                 gain = f" gain {c['gain_db']:+.2f} dB" if "gain_db" in c else ""
                 print(f"    {c['name']:20} {c['result']}{gain}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=float) + "\n")
-    return 0
+    return 0 if all(r["meets_targets"] for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from hifitrt.engines.manifest import artifact_digests, read_manifest, write_manifest
 from hifitrt.validation.check import SourceChangedError, check_engine
