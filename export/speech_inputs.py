@@ -23,6 +23,8 @@ from .spec import VocoderSpec
 
 SHORT_FRAMES = 32
 LENGTHS = ("short", "medium", "long")
+# "long" parity means over 1000 frames (issue 3) for every hop, including 48 kHz's 600.
+LONG_MIN_FRAMES = 1024
 
 
 FIXTURE_RATE = 16000
@@ -107,7 +109,9 @@ def parity_batches(spec: VocoderSpec, lengths: Sequence[str] = LENGTHS) -> Dict[
     """{length name: float32 [2, C, T]} batches of two different real-speech utterances.
 
     short = 32 frames cut from voiced speech, medium = a 2 s sentence, long = the longest
-    fixture (> 1000 frames). Batch-1 parity uses item 0 of each batch.
+    fixture, continued with the others up to ``LONG_MIN_FRAMES`` where it is shorter (its
+    11.1 s are 1108 frames at hop 160 but only 886 at 48 kHz / hop 600). Batch-1 parity uses
+    item 0 of each batch.
     """
     fixtures = list(speech_mels(spec).values())  # shortest first
     medium = min(fixtures, key=lambda m: abs(m.shape[1] - 216))
@@ -121,8 +125,9 @@ def parity_batches(spec: VocoderSpec, lengths: Sequence[str] = LENGTHS) -> Dict[
             a = medium
             b = _speech_of_length(fixtures, medium.shape[1], start=3)
         elif name == "long":
-            a = longest
-            b = _speech_of_length(fixtures[:-1], longest.shape[1], start=1)
+            frames = max(longest.shape[1], LONG_MIN_FRAMES)
+            a = _speech_of_length(fixtures, frames, start=len(fixtures) - 1)  # longest first
+            b = _speech_of_length(fixtures[:-1], frames, start=1)
         else:
             raise ValueError(f"unknown parity length {name!r} (short, medium, long)")
         out[name] = np.stack([a, b]).astype(np.float32)

@@ -146,3 +146,16 @@ def test_cli_error_is_one_line(tmp_path: Path, capsys) -> None:
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "opset 21" in err and "\n" not in err
+
+
+def test_long_parity_batch_is_over_1000_frames_at_every_hop(tmp_path: Path, default_vocoder) -> None:
+    """48 kHz (hop 600) turns the 11.1 s fixture into 886 frames; "long" still means > 1000."""
+    from hifitrt.export.speech_inputs import speech_mels
+
+    for spec in (_kantts(tmp_path, "hifigan_v1_48k").spec, default_vocoder.spec):
+        longest = list(speech_mels(spec).values())[-1]
+        batch = parity_batches(spec, ["long"])["long"]
+        assert batch.shape[0] == 2 and batch.shape[2] == max(1024, longest.shape[1]) > 1000
+        n = longest.shape[1]
+        np.testing.assert_array_equal(batch[0, :, :n], longest)  # the longest utterance first
+        assert not np.array_equal(batch[0], batch[1])
