@@ -12,13 +12,14 @@ a measured reason:
     the calibration mels, as waveform SNR and as log-mel L1 (worst mel). Candidate islands
     (the NSF source chain CumSum/Mod/Sin, conv_pre, the conv_post/tanh tail, the
     widest-range nodes, then each upsampling stage from the highest rate down) are tried
-    greedily. One is kept only if it raises the SNR by more than ``MIN_GAIN_DB``, or, while
-    log-mel L1 is above its target, cuts it by more than ``MIN_L1_GAIN``, and lowers neither.
-    Once both targets hold with margin (``TARGET_SNR_DB + TARGET_MARGIN_DB`` and
-    ``MAX_LOG_MEL_L1 * LOG_MEL_MARGIN``) the optional islands are skipped (recorded as
-    such): a further FP32 island could only cost speed. Islands marked ``always`` (the NSF
-    phase chain) are measured regardless, and kept when they gain SNR, because phase error
-    grows with utterance length and the calibration clips are short.
+    greedily. One is kept only if it lowers neither metric and either raises the SNR by
+    more than ``MIN_GAIN_DB`` while the SNR is below its stop (``TARGET_SNR_DB +
+    TARGET_MARGIN_DB``; ``+ COSTLY_MARGIN_DB`` for a whole stage, which holds up to ~40 % of
+    the MACs), or cuts log-mel L1 by ``MIN_L1_GAIN`` while it is above
+    ``MAX_LOG_MEL_L1 * LOG_MEL_MARGIN``. Once both hold, the optional islands are skipped
+    (recorded as such): a further FP32 island could only cost speed. Islands marked
+    ``always`` (the NSF phase chain) are measured regardless, and kept when they gain SNR,
+    because phase error grows with utterance length and the calibration clips are short.
 
 The result is never worse than the plain full conversion: if the plan measures lower, the
 plain conversion is written and the plan says so. Converter pitfalls handled here:
