@@ -232,7 +232,9 @@ def test_fp32_island_computes_and_stores_fp32(tmp_path: Path) -> None:
 def test_island_is_kept_only_for_a_needed_gain() -> None:
     def keep(best: tuple, trial: tuple, snr_stop: float = 60) -> bool:
         stop = MAX_LOG_MEL_L1 * LOG_MEL_MARGIN
-        kept, why = _judge(_Measured([], *best), _Measured([], *trial), 1.0, snr_stop, stop)
+        (snr_a, l1_a), (snr_b, l1_b) = best, trial
+        kept, why = _judge(_Measured([], snr_a, [l1_a]), _Measured([], snr_b, [l1_b]), 1.0,
+                           snr_stop, stop)
         assert why
         return kept
 
