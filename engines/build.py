@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .. import __version__ as HIFITRT_VERSION
-from ..export.errors import EngineError
-from .device import Machine, current_device, current_machine
+from ..errors import EngineError
+from .machine import Machine, current_device, current_machine
 from .manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -102,7 +102,7 @@ def resolve_backend(requested: str, trt_module: Any = None) -> tuple[str, str]:
         trt = import_tensorrt(trt_module)  # clear EngineError when not installed or too old
         on = device.describe() if device else "the TensorRT test double"
         return "tensorrt", f"TensorRT {tensorrt_version(trt)} as requested on {on}"
-    from .device import tensorrt_version as installed_trt
+    from .machine import tensorrt_version as installed_trt
 
     version = installed_trt(trt_module)
     if device is not None and version is not None:

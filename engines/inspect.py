@@ -63,7 +63,7 @@ def inspect_engine_dir(engine_dir: str | os.PathLike[str]) -> str:
     Compatibility with this machine is reported, not enforced: inspecting a TensorRT engine
     built for another GPU is a normal thing to do.
     """
-    from ..export.errors import EngineError
+    from ..errors import EngineError
 
     root = Path(engine_dir)
     manifest = verify_engine_dir(root, for_this_machine=False)

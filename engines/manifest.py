@@ -19,9 +19,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping
 
 from .. import __version__ as HIFITRT_VERSION
-from ..export.atomic import write_text
-from ..export.errors import EngineError
-from .device import DeviceInfo, Machine, current_machine
+from ..atomic import write_text
+from ..errors import EngineError
+from .machine import DeviceInfo, Machine, current_machine
 from .tensorrt_common import version_tuple
 
 SCHEMA = "hifitrt.engine-manifest"

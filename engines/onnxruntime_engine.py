@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..export.atomic import write_text
-from ..export.errors import EngineError
-from .device import DeviceInfo, current_device
+from ..atomic import write_text
+from ..errors import EngineError
+from .machine import DeviceInfo, current_device
 
 _LOG = logging.getLogger(__name__)
 

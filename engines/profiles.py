@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..export.errors import EngineError
+from ..errors import EngineError
 
 INPUT_NAME = "mel"
 """Name of the network input every profile applies to (the ONNX graph contract)."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..export.errors import EngineError
+from ..errors import EngineError
 from .profiles import ShapeProfile, validate_profiles
 from .tensorrt_common import (
     INPUT_NAME,

@@ -15,8 +15,8 @@ import threading
 from types import ModuleType
 from typing import Any
 
-from ..export.atomic import write_bytes as write_bytes_atomic  # noqa: F401  (re-exported for the builder)
-from ..export.errors import EngineError
+from ..atomic import write_bytes as write_bytes_atomic  # noqa: F401  (re-exported for the builder)
+from ..errors import EngineError
 
 INPUT_NAME = "mel"
 OUTPUT_NAME = "wav"

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy so `import hifitrt.export.errors` stays cheap (no torch import) for the CLI's help.
+    # Lazy so `import hifitrt.errors` stays cheap (no torch import) for the CLI's help.
     if name in ("load_vocoder", "Vocoder"):
         from . import load
 

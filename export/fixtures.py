@@ -13,7 +13,7 @@ from typing import Dict
 
 import numpy as np
 
-from .errors import HifitrtError
+from ..errors import HifitrtError
 
 __all__ = ["fixture_dir", "fixture_index", "fixture_mels", "fixture_wavs", "FixtureError"]
 

@@ -31,7 +31,7 @@ from torch import nn
 
 from . import weightnorm
 from .classic import ClassicConfig, ClassicGenerator
-from .errors import SourceError
+from ..errors import SourceError
 from .kantts import KanttsConfig, KanttsGenerator
 from .spec import VocoderSpec, state_dict_digest
 

@@ -39,8 +39,8 @@ from typing import Any, Dict, Iterator, Sequence
 
 import numpy as np
 
-from .atomic import atomic_path
-from .errors import ExportError, HifitrtError, ParityError
+from ..atomic import atomic_path
+from ..errors import ExportError, HifitrtError, ParityError
 
 log = logging.getLogger(__name__)
 

@@ -43,8 +43,8 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
-from .atomic import atomic_path, write_text
-from .errors import ExportError
+from ..atomic import atomic_path, write_text
+from ..errors import ExportError
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any, ContextManager
 
 import numpy as np
 
-from ..export.errors import EngineError
+from ..errors import EngineError
 
 
 class DeviceBackend(abc.ABC):

@@ -33,7 +33,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..export.errors import InputError
+from ..errors import InputError
 from .runners import Runner, TorchRunner, runner_for_engine_dir
 
 log = logging.getLogger(__name__)

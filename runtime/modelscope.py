@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Union
 
 import numpy as np
 
-from ..export.errors import EngineError, HifitrtError
+from ..errors import EngineError, HifitrtError
 from .engine import VocoderEngine
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..export.errors import EngineError
+from ..errors import EngineError
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from ..engines.tensorrt_common import (
     said,
     tensorrt_version,
 )
-from ..export.errors import EngineError, InputError
+from ..errors import EngineError, InputError
 from .device import DeviceBackend, TorchCudaBackend
 from .runners import Runner
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bootstrap import REPO_ROOT, ensure_hifitrt  # noqa: E402
 
 ensure_hifitrt()
-from hifitrt.export.atomic import write_bytes  # noqa: E402
+from hifitrt.atomic import write_bytes  # noqa: E402
 from hifitrt.export.mel import DEFAULT_VOCODER_MEL, wav_to_mel  # noqa: E402
 
 logger = logging.getLogger("make_fixtures")

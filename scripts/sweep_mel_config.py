@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bootstrap import REPO_ROOT, ensure_hifitrt  # noqa: E402
 
 ensure_hifitrt()
-from hifitrt.export.atomic import write_text  # noqa: E402
+from hifitrt.atomic import write_text  # noqa: E402
 from hifitrt.export.mel import (  # noqa: E402
     DEFAULT_VOCODER_MEL, MelConfig, log_mel_l1, wav_to_mel,
 )
@@ -71,7 +71,7 @@ def find_default_ts(explicit: Optional[str] = None) -> Optional[Path]:
     """The default vocoder's TorchScript file (--ts, else hifitrt's lookup), or None."""
     if explicit:
         return Path(explicit) if Path(explicit).is_file() else None
-    from hifitrt.export.errors import SourceError
+    from hifitrt.errors import SourceError
     from hifitrt.export.load import default_vocoder_path
 
     try:

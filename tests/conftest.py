@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def default_vocoder_available() -> bool:
-    from hifitrt.export.errors import SourceError
+    from hifitrt.errors import SourceError
     from hifitrt.export.load import default_vocoder_path
 
     try:

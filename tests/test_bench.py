@@ -87,7 +87,7 @@ def test_bench_fills_every_section_and_round_trips(tiny_engine: Path, tmp_path: 
 def test_bench_cli_rejects_a_directory_without_manifest(tmp_path: Path) -> None:
     import argparse
 
-    from hifitrt.export.errors import EngineError
+    from hifitrt.errors import EngineError
 
     args = argparse.Namespace(engine_dir=str(tmp_path), json_out=None, max_batch=1, repeats=1)
     with pytest.raises(EngineError, match="not an engine directory"):

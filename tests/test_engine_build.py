@@ -18,12 +18,12 @@ import pytest
 import yaml
 
 from hifitrt.engines.build import build_engine
-from hifitrt.engines.device import DeviceInfo, Machine
+from hifitrt.engines.machine import DeviceInfo, Machine
 from hifitrt.engines.inspect import inspect_engine_dir
 from hifitrt.engines.manifest import read_manifest, verify_engine_dir
 from hifitrt.engines.onnxruntime_engine import read_session_config
 from hifitrt.export import synthetic
-from hifitrt.export.errors import EngineError
+from hifitrt.errors import EngineError
 
 FAST = {"backend": "onnxruntime", "precision": "fp32", "profiles": ["fixed:1x64"], "verify_export": False}
 
@@ -208,7 +208,7 @@ def test_tensorrt_path_through_the_double(tiny_ckpt: Path, tmp_path: Path) -> No
 
 
 def test_tensorrt_backend_needs_a_gpu_or_tensorrt(tiny_ckpt: Path, tmp_path: Path) -> None:
-    from hifitrt.engines.device import current_device
+    from hifitrt.engines.machine import current_device
 
     if current_device() is not None:
         pytest.skip("this machine has a GPU")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hifitrt.engines.device import DeviceInfo, Machine, current_machine, tensorrt_version
+from hifitrt.engines.machine import DeviceInfo, Machine, current_machine, tensorrt_version
 from hifitrt.engines.inspect import inspect_engine_dir
 from hifitrt.engines.manifest import (
     Manifest,
@@ -23,7 +23,7 @@ from hifitrt.engines.manifest import (
     verify_engine_dir,
     write_manifest,
 )
-from hifitrt.export.errors import EngineError
+from hifitrt.errors import EngineError
 
 A10G = DeviceInfo("NVIDIA A10G", "8.6")
 T4 = DeviceInfo("Tesla T4", "7.5")

@@ -21,7 +21,7 @@ except ImportError:
     ensure_hifitrt()
 
 from hifitrt.export import mel as M  # noqa: E402
-from hifitrt.export.errors import InputError  # noqa: E402
+from hifitrt.errors import InputError  # noqa: E402
 from hifitrt.export.fixtures import fixture_dir, fixture_mels, fixture_wavs  # noqa: E402
 
 SR = 16000
@@ -208,7 +208,7 @@ def test_fixture_mels_are_default_vocoder_features():
 
 def test_fixture_dir_env_override(tmp_path, monkeypatch):
     monkeypatch.setenv("HIFITRT_FIXTURES", str(tmp_path))
-    from hifitrt.export.errors import HifitrtError
+    from hifitrt.errors import HifitrtError
 
     with pytest.raises(HifitrtError):
         fixture_dir()
@@ -216,7 +216,7 @@ def test_fixture_dir_env_override(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------ default vocoder
 def _find_ts() -> Path | None:
-    from hifitrt.export.errors import SourceError
+    from hifitrt.errors import SourceError
     from hifitrt.export.load import default_vocoder_path
 
     try:

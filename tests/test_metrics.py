@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hifitrt.export.errors import HifitrtError, InputError
+from hifitrt.errors import HifitrtError, InputError
 from hifitrt.export.mel import mel_config_for
 from hifitrt.validation.metrics import (
     SNR_CAP_DB,

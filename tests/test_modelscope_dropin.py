@@ -13,7 +13,7 @@ import pytest
 import modelscope_harness as harness
 from hifitrt.engines.profiles import ShapeProfile
 from hifitrt.export import synthetic
-from hifitrt.export.errors import HifitrtError
+from hifitrt.errors import HifitrtError
 from hifitrt.runtime import accelerate
 
 PROFILES = [ShapeProfile(1, 1, 2, 4, 64, 160, "p")]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hifitrt.cli import main
-from hifitrt.export.errors import ExportError, ParityError
+from hifitrt.errors import ExportError, ParityError
 from hifitrt.export.load import load_vocoder
 from hifitrt.export.onnx_export import export_onnx
 from hifitrt.export.ort import CPU, make_session

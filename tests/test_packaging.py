@@ -23,9 +23,9 @@ def test_wheel_ships_packages_and_speech_fixtures(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     wheel = next(tmp_path.glob("hifitrt-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    for package in ("", "export/", "engines/", "runtime/", "validation/"):
+    for package in ("", "cli/", "export/", "engines/", "runtime/", "validation/", "serving/"):
         assert f"hifitrt/{package}__init__.py" in names
-    assert "hifitrt/cli.py" in names
+    assert "hifitrt/cli/__init__.py" in names
     fixtures = fixture_index()["fixtures"]
     assert len(fixtures) == 6
     expected = {"hifitrt/tests/fixtures/fixtures.json"}

@@ -15,7 +15,7 @@ from hifitrt.engines.profiles import (
     profiles_to_list,
     validate_profiles,
 )
-from hifitrt.export.errors import EngineError
+from hifitrt.errors import EngineError
 
 
 def test_parse_fixed_profile():

@@ -11,7 +11,7 @@ import pytest
 
 from hifitrt.engines.profiles import ShapeProfile
 from hifitrt.export import synthetic
-from hifitrt.export.errors import EngineError, InputError
+from hifitrt.errors import EngineError, InputError
 from hifitrt.export.load import load_vocoder
 from hifitrt.runtime import VocoderEngine
 

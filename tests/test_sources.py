@@ -12,7 +12,7 @@ import torch
 
 from hifitrt.cli import main as cli_main
 from hifitrt.export.classic import PRESETS, ClassicConfig, ClassicGenerator
-from hifitrt.export.errors import SourceError
+from hifitrt.errors import SourceError
 from hifitrt.export.load import load_vocoder
 from hifitrt.export.synthetic import (
     generator_params, kantts_configs_dir, make_modelscope_model_dir,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hifitrt.engines.profiles import ShapeProfile
-from hifitrt.export.errors import InputError
+from hifitrt.errors import InputError
 from hifitrt.validation.sweep import fixture_speech, odd_prime_between, sweep_points, user_speech
 
 

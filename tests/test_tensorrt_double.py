@@ -20,7 +20,7 @@ import pytest
 from doubles.tensorrt_double import CpuDeviceBackend, inspect_plan, make_tensorrt_double, repack_plan
 from hifitrt.engines.profiles import ShapeProfile, parse_profile, profile_for_shape
 from hifitrt.engines.tensorrt_builder import build_tensorrt_engine
-from hifitrt.export.errors import EngineError, InputError
+from hifitrt.errors import EngineError, InputError
 from hifitrt.runtime.runners import Runner
 from hifitrt.runtime.tensorrt_runner import TensorRTRunner
 from tiny_vocoder import CHANNELS, HOP, bad_operator_model, write_tiny_vocoder

@@ -16,7 +16,7 @@ import pytest
 
 from hifitrt.engines.profiles import parse_profile
 from hifitrt.engines.tensorrt_builder import build_tensorrt_engine
-from hifitrt.export.errors import EngineError
+from hifitrt.errors import EngineError
 from hifitrt.runtime.tensorrt_runner import TensorRTRunner
 from tiny_vocoder import CHANNELS, HOP, bad_operator_model, write_tiny_vocoder
 

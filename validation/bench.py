@@ -50,7 +50,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..export.errors import EngineError, HifitrtError
+from ..errors import EngineError, HifitrtError
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class BenchResult:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
 
     def write_json(self, path: str | os.PathLike[str]) -> Path:
-        from ..export.atomic import write_text
+        from ..atomic import write_text
 
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)

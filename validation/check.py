@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from ..export.errors import HifitrtError
+from ..errors import HifitrtError
 from .metrics import Thresholds
 from .report import CaseResult, ReportPaths, write_report
 from .sweep import SweepResult, run_sweep, speech_for

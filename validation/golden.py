@@ -233,7 +233,7 @@ def golden_path(name: str, directory: Path = GOLDEN_DIR) -> Path:
 
 
 def load_golden(name: str, directory: Path = GOLDEN_DIR) -> dict[str, Any]:
-    from ..export.errors import HifitrtError
+    from ..errors import HifitrtError
 
     path = golden_path(name, directory)
     if not path.is_file():
@@ -243,7 +243,7 @@ def load_golden(name: str, directory: Path = GOLDEN_DIR) -> dict[str, Any]:
 
 
 def write_golden(doc: Mapping[str, Any], directory: Path = GOLDEN_DIR) -> Path:
-    from ..export.atomic import write_text
+    from ..atomic import write_text
 
     directory.mkdir(parents=True, exist_ok=True)
     path = golden_path(str(doc["name"]), directory)

@@ -32,7 +32,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from hifitrt.export.errors import HifitrtError, InputError
+from hifitrt.errors import HifitrtError, InputError
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..export.errors import InputError
+from ..errors import InputError
 from ..export.speech_inputs import analyse_wav
 from .metrics import Thresholds
 from .report import CaseCollector, CaseResult, measure_case

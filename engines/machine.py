@@ -62,7 +62,11 @@ def current_device(index: int = 0) -> DeviceInfo | None:
 
 
 def tensorrt_version(trt_module: Any = None) -> str | None:
-    """Version of ``trt_module`` (or of an importable ``tensorrt``); None when absent."""
+    """Version of ``trt_module`` (or of an importable ``tensorrt``); None when absent.
+
+    The one TensorRT version probe: the builder, the runner, the manifest check and backend
+    selection all ask here, so "which TensorRT is this" has one answer.
+    """
     if trt_module is None:
         try:
             import tensorrt as trt_module  # type: ignore[import-not-found, no-redef]

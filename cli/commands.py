@@ -1,24 +1,11 @@
-"""``tts-build-engine``: a thin command line over the hifitrt Python API.
-
-Every subcommand maps to one Python function. User errors (``HifitrtError``) print one line
-``error: ...`` and exit non-zero with no traceback; ``-v`` shows progress details and
-``--debug`` re-raises for a traceback.
-"""
+"""Engine subcommands: inspect, vocode, export, build, check, bench."""
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
 from pathlib import Path
-from typing import Callable, Sequence
 
-from hifitrt import __version__
-from hifitrt.export.errors import HifitrtError
-
-log = logging.getLogger("hifitrt")
-
-Handler = Callable[[argparse.Namespace], int]
+from hifitrt.errors import HifitrtError
 
 
 def _add_source(p: argparse.ArgumentParser) -> None:
@@ -104,18 +91,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_cli(args)
 
 
-# ------------------------------------------------------------------------------------ parser
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tts-build-engine",
-        description="Compile HiFi-GAN TTS vocoders into verified TensorRT / ONNX Runtime engines.",
-    )
-    parser.add_argument("--version", action="version", version=f"hifitrt {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add the engine subcommands to the ``tts-build-engine`` parser."""
     p = sub.add_parser("inspect", help="print a vocoder's spec, or verify an engine directory")
     _add_source(p)
     p.add_argument("--json", action="store_true", help="print the spec as JSON")
@@ -164,28 +141,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, help="intra-op threads for both sides (default: usable CPUs)")
     p.set_defaults(func=cmd_bench)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(message)s", stream=sys.stderr)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except HifitrtError as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

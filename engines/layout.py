@@ -1,0 +1,47 @@
+"""Where every artifact lives inside an engine directory (the one place that names them).
+
+An engine directory is a contract between the builder, the runtime, the parity report, the
+server and Triton: they must agree on file names, so the names are declared here once and
+everything else imports them. Paths are relative, POSIX, as the manifest records them::
+
+    ENGINE_DIR/
+      manifest.json             commit point, written last (engines.manifest)
+      model.onnx                fp32 export (export.onnx_export)
+      model.fp16.onnx           mixed-precision graph (export.precision), fp16 engines only
+      precision_plan.json       which nodes stay fp32 and why, fp16 engines only
+      tensorrt/engine.plan      TensorRT backend: the serialized plan
+      tensorrt/timing.cache     TensorRT backend: tactic timings reused by the next build
+      onnxruntime/session.json  ONNX Runtime backend: how to open the ONNX model
+      onnxruntime/trt_ep_cache/ ONNX Runtime's TensorRT execution provider cache (opt-in)
+      report/report.json|html   parity report (validation), removed when the engine is rebuilt
+      .build.lock               serialises concurrent builds of the directory
+      .staging-*/               a build in progress (never read)
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+FP32_ONNX = "model.onnx"
+FP16_ONNX = "model.fp16.onnx"
+PRECISION_PLAN = "precision_plan.json"
+TENSORRT_PLAN = "tensorrt/engine.plan"
+TENSORRT_TIMING_CACHE = "tensorrt/timing.cache"
+ORT_SESSION = "onnxruntime/session.json"
+ORT_TRT_EP_CACHE = "onnxruntime/trt_ep_cache"
+REPORT_DIR = "report"
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
+BUILD_LOCK = ".build.lock"
+STAGING_PREFIX = ".staging-"
+
+
+def onnx_for(precision: str) -> str:
+    """The ONNX graph an engine of ``precision`` is built from (and ONNX Runtime runs)."""
+    return FP16_ONNX if precision == "fp16" else FP32_ONNX
+
+
+def report_dir(engine_dir: str | os.PathLike[str]) -> Path:
+    """The engine's own parity report folder (``check`` and ``build`` write it)."""
+    return Path(engine_dir) / REPORT_DIR
