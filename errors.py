@@ -18,6 +18,14 @@ class SourceError(HifitrtError):
     """The vocoder source cannot be found, read or understood."""
 
 
+class SourceChangedError(HifitrtError):
+    """The vocoder the manifest points at is not the one the engine was built from."""
+
+
+class FixtureError(HifitrtError):
+    """The speech fixture directory is missing or incomplete."""
+
+
 class ExportError(HifitrtError):
     """ONNX export or precision planning failed."""
 
@@ -34,3 +42,15 @@ class EngineError(HifitrtError):
 
 class InputError(HifitrtError):
     """A mel spectrogram given for vocoding is malformed (channels, NaN/Inf, empty)."""
+
+
+class ServingError(HifitrtError):
+    """A model repository or server cannot be written, configured or started (HTTP service, Triton)."""
+
+
+class OutputError(HifitrtError):
+    """An output path cannot be written safely (a directory, read-only, not a regular file)."""
+
+
+class ThresholdError(HifitrtError):
+    """A ``--threshold NAME=VALUE`` option is malformed or names an unknown metric."""

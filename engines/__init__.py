@@ -1,6 +1,32 @@
-"""Engine builders and their artifacts: shape profiles, TensorRT (strongly typed) and ONNX
-Runtime builds, manifests, engine cache and compatibility checks.
+"""Engine builders and their artifacts: shape profiles, backends (TensorRT, ONNX Runtime,
+OpenVINO), manifests, engine cache and compatibility checks.
 
 Imports point one way: ``engines`` may import ``export``, never ``runtime`` or ``validation``.
+Public API (imported lazily, so ``import hifitrt.engines`` stays cheap)::
+
+    from hifitrt.engines import build_engine, BuildOptions, verify_engine_dir, read_manifest
+    from hifitrt.engines import layout            # artifact paths inside an engine directory
 """
 from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "build_engine": ".build", "BuildResult": ".build",
+    "BuildOptions": ".backends", "Backend": ".backends", "backend_for": ".backends", "register": ".backends",
+    "resolve_backend": ".backends",
+    "Manifest": ".manifest", "read_manifest": ".manifest", "verify_engine_dir": ".manifest",
+    "ShapeProfile": ".profiles", "parse_profile": ".profiles", "default_profiles": ".profiles",
+    "inspect_engine_dir": ".describe",
+    "Machine": ".machine", "current_machine": ".machine", "tensorrt_version": ".machine",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,6 +21,7 @@ renamed into place, and the manifest is written last (atomically).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -31,35 +32,28 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
+
+from filelock import FileLock, Timeout
 
 from .. import __version__ as HIFITRT_VERSION
 from ..errors import EngineError
-from .machine import Machine, current_device, current_machine
-from .manifest import (
-    MANIFEST_NAME,
-    Manifest,
-    artifact_digests,
-    manifest_path,
-    read_manifest,
-    verify_engine_dir,
-    write_manifest,
-)
-from .profiles import ShapeProfile, default_profiles, parse_profile, validate_profiles
+from ..export.load import Vocoder, load_vocoder
+from ..export.onnx_export import export_onnx
+from ..export.precision import plan_fp16
+from ..export.reference import TorchRunner
+from ..export.speech_inputs import calibration_mels
+from ..export.spec import VocoderSpec
+from . import layout
+from .backends import Backend, BuildOptions, BuildRequest, backend_for, backend_names, resolve_backend
+from .machine import Machine
+from .manifest import Manifest, artifact_digests, manifest_path, read_manifest, verify_engine_dir, write_manifest
+from .profiles import ShapeProfile, check_context, default_profiles, parse_profile, validate_profiles
 
 _LOG = logging.getLogger(__name__)
 
-BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime")
-PRECISION_CHOICES = ("fp16", "fp32")
 TOTAL_STEPS = 5
-LOCK_NAME = ".build.lock"
 LOCK_TIMEOUT_S = 4 * 3600.0
-FP32_ONNX = "model.onnx"
-FP16_ONNX = "model.fp16.onnx"
-PLAN_JSON = "precision_plan.json"
-TRT_PLAN = "tensorrt/engine.plan"
-TRT_TIMING_CACHE = "tensorrt/timing.cache"
-DEFAULT_OPSET = 17
 
 Progress = Callable[[str], None]
 
@@ -77,55 +71,10 @@ class BuildResult:
     rebuild_reason: str = ""
 
 
-# ------------------------------------------------------------------------------------ backend
-def resolve_backend(requested: str, trt_module: Any = None) -> tuple[str, str]:
-    """("tensorrt" | "onnxruntime", why) for the requested backend on this machine.
-
-    ``auto`` picks TensorRT only with a CUDA GPU *and* an importable TensorRT, else ONNX
-    Runtime (CUDA provider on a GPU, CPU otherwise). An explicit ``tensorrt`` without them is
-    an error saying what is missing (``trt_module``, the test double, stands in for both).
-    """
-    if requested not in BACKEND_CHOICES:
-        raise EngineError(f"unknown backend {requested!r}: use one of {', '.join(BACKEND_CHOICES)}")
-    device = current_device()
-    if requested == "onnxruntime":
-        where = f"CUDA provider on {device.describe()}" if device else "CPU provider (no CUDA GPU)"
-        return "onnxruntime", f"ONNX Runtime as requested ({where})"
-    if requested == "tensorrt":
-        from .tensorrt_common import import_tensorrt, tensorrt_version
-
-        if trt_module is None and device is None:
-            raise EngineError(
-                "the TensorRT backend needs an NVIDIA GPU and this machine has none (torch sees no CUDA device): "
-                "use --backend onnxruntime or auto"
-            )
-        trt = import_tensorrt(trt_module)  # clear EngineError when not installed or too old
-        on = device.describe() if device else "the TensorRT test double"
-        return "tensorrt", f"TensorRT {tensorrt_version(trt)} as requested on {on}"
-    from .machine import tensorrt_version as installed_trt
-
-    version = installed_trt(trt_module)
-    if device is not None and version is not None:
-        return "tensorrt", f"auto: CUDA GPU {device.describe()} and TensorRT {version} found"
-    if device is None:
-        return "onnxruntime", "auto: no CUDA GPU, so ONNX Runtime on the CPU provider"
-    return "onnxruntime", (
-        f"auto: CUDA GPU {device.describe()} but TensorRT is not importable, so ONNX Runtime with the CUDA "
-        "provider (pip install 'hifitrt[gpu]' for TensorRT)"
-    )
-
-
-def _parse_profiles(profiles: Sequence[ShapeProfile | str] | None, min_frames: int,
-                    cpu: bool = False) -> tuple[ShapeProfile, ...]:
+def _parse_profiles(profiles: Sequence[ShapeProfile | str], min_frames: int, cpu: bool) -> tuple[ShapeProfile, ...]:
     if not profiles:
         return default_profiles(min_frames, cpu=cpu)
     return tuple(p if isinstance(p, ShapeProfile) else parse_profile(str(p)) for p in profiles)
-
-
-def _normalise_hardware_compatibility(value: str | None) -> str | None:
-    if value is None or str(value).lower() in ("", "none"):
-        return None
-    return str(value).lower()
 
 
 # ------------------------------------------------------------------------------------ key
@@ -135,20 +84,15 @@ def build_key(inputs: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _key_inputs(
-    spec: Any, precision: str, backend: str, profiles: Sequence[ShapeProfile], options: dict[str, Any],
-    machine: Machine, providers: Sequence[str],
-) -> dict[str, Any]:
+def _key_inputs(spec: VocoderSpec, options: BuildOptions, backend: Backend, profiles: Sequence[ShapeProfile],
+                machine: Machine) -> dict[str, Any]:
     return {
         "source_digest": spec.digest,
-        "precision": precision,
-        "backend": backend,
+        "precision": options.precision,
+        "backend": backend.name,
         "profiles": [p.to_dict() for p in profiles],
-        "options": options,
         "hifitrt_version": HIFITRT_VERSION,
-        "tensorrt_version": machine.tensorrt_version if backend == "tensorrt" else None,
-        "gpu": machine.device.to_dict() if backend == "tensorrt" and machine.device else None,
-        "providers": list(providers) if backend == "onnxruntime" else None,
+        **backend.key_inputs(options, machine),
     }
 
 
@@ -198,98 +142,117 @@ class _Steps:
 def build_engine(
     source: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
+    options: BuildOptions | None = None,
     *,
-    voice: str | None = None,
-    backend: str = "auto",
-    precision: str = "fp16",
-    profiles: Sequence[ShapeProfile | str] | None = None,
-    workspace_bytes: int = 2 << 30,
-    hardware_compatibility: str | None = None,
-    version_compatible: bool = False,
-    force: bool = False,
     progress: Progress | None = None,
     trt_module: Any = None,
-    use_tensorrt_ep: bool = False,
-    opset: int = DEFAULT_OPSET,
-    verify_export: bool = True,
     machine: Machine | None = None,
+    **option_overrides: Any,
 ) -> BuildResult:
     """Build (or reuse) the engine for ``source`` in ``out_dir``; see the module docstring.
 
-    ``profiles`` are ShapeProfile objects or ``--profile`` strings (default: the three default
-    profiles raised to the vocoder's ``min_frames``). ``progress`` receives each ``[i/5]``
-    line. ``trt_module`` replaces ``import tensorrt`` (tests pass the CPU double).
-    ``use_tensorrt_ep`` asks ONNX Runtime engines for its TensorRT execution provider.
-    ``verify_export=False`` skips the fp32 ONNX-vs-PyTorch check of the export step (it does
-    not change any artifact, so it is not part of the build key; tests use it for speed).
-    ``machine`` is the GPU + TensorRT a TensorRT engine is recorded for and reuse is checked
-    against (default :func:`current_machine`; tests pass the double's modelled GPU).
+    ``options`` is a :class:`~hifitrt.engines.backends.BuildOptions`; keyword arguments named
+    like its fields (``backend="onnxruntime"``, ``precision="fp32"``, ...) override it.
+    ``progress`` receives each ``[i/5]`` line. ``trt_module`` replaces ``import tensorrt``
+    (tests pass the CPU double). ``machine`` is the GPU + TensorRT a machine-bound (TensorRT)
+    engine is recorded for and reuse is checked against (default: this machine; tests pass the
+    double's modelled GPU).
     """
-    if precision not in PRECISION_CHOICES:
-        raise EngineError(f"unknown precision {precision!r}: use fp16 or fp32")
+    opts = (options or BuildOptions()).replace(**option_overrides) if option_overrides else (options or BuildOptions())
     steps = _Steps(progress)
-    backend_name, reason = resolve_backend(backend, trt_module)
-    steps.say(f"backend: {backend_name} ({reason})")
-    hardware_compatibility = _normalise_hardware_compatibility(hardware_compatibility)
+    backend, reason = resolve_backend(opts.backend, trt_module)
+    if opts.precision not in backend.precisions:
+        raise EngineError(f"{backend.label} engines are {' or '.join(backend.precisions)}, not {opts.precision}: "
+                          "use --precision " + backend.precisions[0])
+    steps.say(f"backend: {backend.name} ({reason})")
+    with build_lock(out_dir, steps.say) as out:
+        if backend.machine_bound:
+            here = machine if machine is not None else backend.machine(trt_module)
+        else:
+            here = backend.machine(trt_module)
+        return _build_locked(source, out, steps, opts, backend, reason, here, trt_module)
+
+
+def claim_out_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """The engine directory, created if new; refuses a directory that holds anything else.
+
+    A build writes and deletes fixed names (model.onnx, tensorrt/, report/, ...); in a folder
+    of the user's own files that would destroy them. So only a new or empty directory, or one
+    already marked as a hifitrt engine directory (:data:`layout.OWNER_MARK`, or a hifitrt
+    manifest from before the mark existed), is written. A read-only one is one clear line.
+    """
     out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise EngineError(f"--out {out} is a file, not a directory: name a new or engine directory")
+    if out.is_dir() and not _is_engine_dir(out):
+        entries = sorted(entry.name for entry in out.iterdir())
+        if entries:
+            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            raise EngineError(
+                f"--out {out} already holds files that are not a hifitrt engine ({shown}): build into a new or "
+                "empty directory (hifitrt never overwrites a folder it did not create)"
+            )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / layout.OWNER_MARK).touch(exist_ok=True)
+    except OSError as exc:
+        hint = "; an engine there can still be loaded (vocode --engine, serve)" if _is_engine_dir(out) else ""
+        raise EngineError(f"cannot write the engine directory {out}: {exc.strerror or exc}{hint}") from None
+    return out
 
-    from filelock import FileLock, Timeout
 
-    lock = FileLock(str(out / LOCK_NAME))
+def _is_engine_dir(out: Path) -> bool:
+    if (out / layout.OWNER_MARK).is_file():
+        return True
+    try:
+        data = json.loads((out / layout.MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("schema") == "hifitrt.engine-manifest"
+
+
+@contextlib.contextmanager
+def build_lock(out_dir: str | os.PathLike[str], progress: Progress | None = None) -> Iterator[Path]:
+    """Claim ``out_dir`` (:func:`claim_out_dir`) and hold its build lock; yields the directory.
+
+    Re-entrant within one thread (one lock object per path), so ``build_and_verify`` holds it
+    across build, quick parity and report while :func:`build_engine` takes it again inside: a
+    second build of the same directory waits for the whole chain, not just the engine step.
+    """
+    out = claim_out_dir(out_dir)
+    lock = FileLock(str(out / layout.BUILD_LOCK), is_singleton=True)
     try:
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            steps.say(f"waiting for another build of {out} to finish")
+            if progress is not None:
+                progress(f"waiting for another build of {out} to finish")
             lock.acquire(timeout=LOCK_TIMEOUT_S)
     except Timeout as exc:
-        raise EngineError(f"another build has held {out / LOCK_NAME} for hours; stop it or remove the lock") from exc
+        raise EngineError(f"another build has held {out / layout.BUILD_LOCK} for hours; stop it or remove the lock") from exc
+    except OSError as exc:
+        raise EngineError(f"cannot lock {out / layout.BUILD_LOCK}: {exc.strerror or exc}") from None
     try:
-        return _build_locked(
-            source, out, steps, voice=voice, backend_name=backend_name, backend_reason=reason,
-            precision=precision, profiles=profiles, workspace_bytes=workspace_bytes,
-            hardware_compatibility=hardware_compatibility, version_compatible=version_compatible,
-            force=force, trt_module=trt_module, use_tensorrt_ep=use_tensorrt_ep, opset=opset,
-            verify_export=verify_export, machine=machine,
-        )
+        yield out
     finally:
         lock.release()
 
 
-def _build_locked(
-    source: str | os.PathLike[str], out: Path, steps: _Steps, *, voice: str | None, backend_name: str,
-    backend_reason: str, precision: str, profiles: Sequence[ShapeProfile | str] | None, workspace_bytes: int,
-    hardware_compatibility: str | None, version_compatible: bool, force: bool, trt_module: Any,
-    use_tensorrt_ep: bool, opset: int, verify_export: bool, machine: Machine | None,
-) -> BuildResult:
-    from ..export.load import load_vocoder
-
-    steps.start(1, "load", f"loading vocoder {os.fspath(source)}" + (f" voice {voice}" if voice else ""))
-    vocoder = load_vocoder(source, voice=voice)
+def _build_locked(source: str | os.PathLike[str], out: Path, steps: _Steps, opts: BuildOptions, backend: Backend,
+                  backend_reason: str, machine: Machine, trt_module: Any) -> BuildResult:
+    steps.start(1, "load", f"loading vocoder {os.fspath(source)}" + (f" voice {opts.voice}" if opts.voice else ""))
+    vocoder = load_vocoder(source, voice=opts.voice)
     spec = vocoder.spec
-    on_cpu = backend_name == "onnxruntime" and current_device() is None
-    chosen = _parse_profiles(profiles, spec.min_frames, cpu=on_cpu)
+    chosen = _parse_profiles(opts.profiles, spec.min_frames, cpu=backend.runs_on_cpu())
     validate_profiles(chosen, min_frames=spec.min_frames)
-
-    if backend_name == "tensorrt":
-        machine = machine if machine is not None else current_machine(trt_module)
-        providers: list[str] = []
-        options: dict[str, Any] = {
-            "opset": opset, "workspace_bytes": int(workspace_bytes),
-            "hardware_compatibility": hardware_compatibility, "version_compatible": bool(version_compatible),
-        }
-    else:
-        from .onnxruntime_engine import choose_providers
-
-        machine = Machine(current_device(), None)
-        providers, _ = choose_providers(use_tensorrt_ep)
-        options = {"opset": opset, "use_tensorrt_ep": bool(use_tensorrt_ep)}
-    inputs = _key_inputs(spec, precision, backend_name, chosen, options, machine, providers)
+    if backend.name == "tensorrt":  # its profiles are hard limits: windows cannot exceed them
+        context = spec.left_context_frames + (0 if spec.causal else spec.right_context_frames) + int(spec.nsf)
+        check_context(chosen, context, allow_short=bool(getattr(opts, "allow_short_profiles", False)))
+    inputs = _key_inputs(spec, opts, backend, chosen, machine)
     key = build_key(inputs)
 
-    rebuild_reason = "--force" if force else ""
-    if not force:
+    rebuild_reason = "--force" if opts.force else ""
+    if not opts.force:
         reused, rebuild_reason = _try_reuse(out, key, inputs, machine, trt_module)
         if reused is not None:
             steps.finish()
@@ -301,34 +264,30 @@ def _build_locked(
     # De-commit the old engine first: during the rebuild the directory has no manifest, so no
     # reader can pair an old manifest with half-replaced files.
     manifest_path(out).unlink(missing_ok=True)
-    _remove_other_backend(out, backend_name)
-    for leftover in out.glob(".staging-*"):  # from a build that was killed; we hold the lock
+    _remove_stale(out, backend)
+    for leftover in out.glob(layout.STAGING_PREFIX + "*"):  # from a build that was killed; we hold the lock
         shutil.rmtree(leftover, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=str(out)))
+    staging = Path(tempfile.mkdtemp(prefix=layout.STAGING_PREFIX, dir=str(out)))
     try:
-        artifacts, calibration = _export_and_plan(vocoder, out, staging, steps, precision, opset, verify_export)
-        engine_onnx = FP16_ONNX if precision == "fp16" else FP32_ONNX
-        steps.start(4, "engine", f"building {backend_name} engine from {engine_onnx}")
-        if backend_name == "tensorrt":
-            engine_file, backend_info, extra = _build_tensorrt(
-                out, engine_onnx, chosen, spec, workspace_bytes, hardware_compatibility, version_compatible,
-                trt_module,
-            )
-        else:
-            engine_file, backend_info, extra = _build_onnxruntime(out, engine_onnx, precision, use_tensorrt_ep)
-        artifacts += extra
+        reference = TorchRunner(vocoder.module, cache=True)  # PyTorch outputs shared by every step
+        artifacts, calibration = _export_and_plan(vocoder, reference, out, staging, steps, opts)
+        engine_onnx = layout.onnx_for(opts.precision)
+        steps.start(4, "engine", f"building {backend.name} engine from {engine_onnx}")
+        built = backend.build(BuildRequest(out, engine_onnx, chosen, spec.min_frames, opts, trt_module,
+                                           vocoder=vocoder, reference=reference))
+        artifacts += list(built.artifacts)
         steps.start(5, "manifest", "hashing artifacts and writing manifest.json")
         digests = artifact_digests(out, artifacts)
         manifest = Manifest(
-            source={"location": _location(source), "voice": voice, "spec": spec.to_dict()},
-            backend=backend_info,
-            device=machine.device.to_dict() if backend_name == "tensorrt" and machine.device else None,
-            precision=precision,
+            source={"location": _location(source), "voice": opts.voice, "spec": spec.to_dict()},
+            backend=built.info,
+            device=backend.recorded_device(machine),
+            precision=built.precision or opts.precision,
             profiles=[p.to_dict() for p in chosen],
-            onnx_digest=digests[FP32_ONNX]["sha256"],
-            precision_plan_digest=digests[PLAN_JSON]["sha256"] if PLAN_JSON in digests else None,
-            engine_file=engine_file,
-            options={**options, "calibration": calibration},
+            onnx_digest=digests[layout.FP32_ONNX]["sha256"],
+            precision_plan_digest=digests[layout.PRECISION_PLAN]["sha256"] if layout.PRECISION_PLAN in digests else None,
+            engine_file=built.engine_file,
+            options={**inputs["options"], "calibration": calibration},
             artifacts=digests,
             quick_parity=None,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -339,7 +298,7 @@ def _build_locked(
         manifest.build_seconds = round(steps.elapsed(), 3)
         _make_readable(out, list(digests))
         write_manifest(out, manifest)
-        _make_readable(out, [MANIFEST_NAME])
+        _make_readable(out, [layout.MANIFEST])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     steps.say(f"engine ready in {out} ({manifest.build_seconds:.1f} s)")
@@ -366,7 +325,7 @@ def _try_reuse(
     out: Path, key: str, inputs: dict[str, Any], machine: Machine, trt_module: Any
 ) -> tuple[Manifest | None, str]:
     """(manifest, "") when ``out`` holds a verified engine with this key, else (None, why not)."""
-    if not (out / MANIFEST_NAME).is_file():
+    if not (out / layout.MANIFEST).is_file():
         return None, "no finished engine there yet"
     try:
         old = read_manifest(out)
@@ -385,37 +344,39 @@ def _try_reuse(
     return manifest, ""
 
 
-def _remove_other_backend(out: Path, backend_name: str) -> None:
-    """Drop the other backend's engine file so a directory never holds two engines, and the
+def _remove_stale(out: Path, backend: Backend) -> None:
+    """Drop the other backends' engine files so a directory never holds two engines, and the
     parity report of the engine being replaced (it would describe an engine that is gone)."""
-    stale = out / ("onnxruntime/session.json" if backend_name == "tensorrt" else TRT_PLAN)
-    stale.unlink(missing_ok=True)
-    if (out / "report").is_dir():
-        _LOG.info("removing the previous engine's report in %s", out / "report")
-        shutil.rmtree(out / "report", ignore_errors=True)
+    for name in backend_names():
+        if name == backend.name:
+            continue
+        try:
+            other = backend_for(name)
+        except EngineError:  # a plug-in backend not installed here wrote nothing here either
+            continue
+        for rel in other.stale_files:
+            (out / rel).unlink(missing_ok=True)
+    reports = layout.report_dir(out)
+    if reports.is_dir():
+        _LOG.info("removing the previous engine's report in %s", reports)
+        shutil.rmtree(reports, ignore_errors=True)
 
 
-def _export_and_plan(
-    vocoder: Any, out: Path, staging: Path, steps: _Steps, precision: str, opset: int, verify: bool
-) -> tuple[list[str], str | None]:
+def _export_and_plan(vocoder: Vocoder, reference: TorchRunner, out: Path, staging: Path, steps: _Steps,
+                     opts: BuildOptions) -> tuple[list[str], str | None]:
     """Steps 2-3 into ``staging``, then rename every produced file into ``out``."""
-    from ..export.onnx_export import export_onnx
-    from ..export.speech_inputs import TorchReference
-
-    reference = TorchReference(vocoder.module)  # PyTorch outputs shared by export and planning
-    steps.start(2, "export", f"exporting fp32 ONNX (opset {opset})")
-    export_onnx(vocoder, staging / FP32_ONNX, opset=opset, verify=verify, reference=reference)
+    steps.start(2, "export", f"exporting fp32 ONNX (opset {opts.opset})")
+    export_onnx(vocoder, staging / layout.FP32_ONNX, opset=opts.opset, verify=opts.verify_export,
+                reference=reference)
     calibration = None
-    if precision == "fp16":
-        from ..export.precision import plan_fp16
-        from .calibration import calibration_mels
-
+    if opts.precision == "fp16":
         mels, calibration = calibration_mels(vocoder.spec)
         steps.start(3, "precision", f"planning FP16 precision on {calibration}")
-        plan_fp16(staging / FP32_ONNX, staging / FP16_ONNX, staging / PLAN_JSON, vocoder, mels, reference=reference)
+        plan_fp16(staging / layout.FP32_ONNX, staging / layout.FP16_ONNX, staging / layout.PRECISION_PLAN,
+                  vocoder, mels, reference=reference)
     else:
-        steps.start(3, "precision", "fp32 engine: no precision plan")
-        for stale in (FP16_ONNX, PLAN_JSON):
+        steps.start(3, "precision", f"{opts.precision} engine: no FP16 precision plan")
+        for stale in (layout.FP16_ONNX, layout.PRECISION_PLAN):
             (out / stale).unlink(missing_ok=True)
     produced = []
     for path in sorted(p for p in staging.rglob("*") if p.is_file()):
@@ -425,36 +386,3 @@ def _export_and_plan(
         os.replace(path, target)
         produced.append(rel)
     return produced, calibration
-
-
-def _build_tensorrt(
-    out: Path, engine_onnx: str, profiles: Sequence[ShapeProfile], spec: Any, workspace_bytes: int,
-    hardware_compatibility: str | None, version_compatible: bool, trt_module: Any,
-) -> tuple[str, dict[str, Any], list[str]]:
-    from .tensorrt_builder import build_tensorrt_engine
-
-    (out / "tensorrt").mkdir(exist_ok=True)
-    result = build_tensorrt_engine(
-        out / engine_onnx, out / TRT_PLAN, profiles,
-        workspace_bytes=workspace_bytes, timing_cache_path=out / TRT_TIMING_CACHE,
-        hardware_compatibility=hardware_compatibility, version_compatible=version_compatible,
-        min_frames=spec.min_frames, trt_module=trt_module,
-    )
-    details = result.to_dict()
-    for key in ("plan_path", "timing_cache_path", "profiles", "plan_sha256", "plan_bytes"):
-        details.pop(key, None)
-    backend = {"name": "tensorrt", "version": result.tensorrt_version, "providers": [], "build": details}
-    return TRT_PLAN, backend, [TRT_PLAN]
-
-
-def _build_onnxruntime(
-    out: Path, engine_onnx: str, precision: str, use_tensorrt_ep: bool
-) -> tuple[str, dict[str, Any], list[str]]:
-    from .onnxruntime_engine import build_onnxruntime_engine
-
-    result = build_onnxruntime_engine(out, engine_onnx, precision=precision, use_tensorrt_ep=use_tensorrt_ep)
-    backend = {
-        "name": "onnxruntime", "version": result.config.onnxruntime_version,
-        "providers": list(result.config.providers), "reason": result.reason,
-    }
-    return engine_onnx, backend, [result.session_file]

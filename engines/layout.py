@@ -13,6 +13,9 @@ everything else imports them. Paths are relative, POSIX, as the manifest records
       tensorrt/timing.cache     TensorRT backend: tactic timings reused by the next build
       onnxruntime/session.json  ONNX Runtime backend: how to open the ONNX model
       onnxruntime/trt_ep_cache/ ONNX Runtime's TensorRT execution provider cache (opt-in)
+      openvino/engine.json      OpenVINO backend: the parts to compile and their precision hints
+      openvino/part_N.xml|.bin  OpenVINO backend: one IR per part (FP32 engines: one part)
+      bf16_plan.json            OpenVINO --precision bf16|auto: the BF16 plan, or why it was refused
       report/report.json|html   parity report (validation), removed when the engine is rebuilt
       .build.lock               serialises concurrent builds of the directory
       .staging-*/               a build in progress (never read)
@@ -30,11 +33,15 @@ TENSORRT_PLAN = "tensorrt/engine.plan"
 TENSORRT_TIMING_CACHE = "tensorrt/timing.cache"
 ORT_SESSION = "onnxruntime/session.json"
 ORT_TRT_EP_CACHE = "onnxruntime/trt_ep_cache"
+OPENVINO_DIR = "openvino"
+OPENVINO_ENGINE = "openvino/engine.json"
+BF16_PLAN = "bf16_plan.json"
 REPORT_DIR = "report"
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 BUILD_LOCK = ".build.lock"
 STAGING_PREFIX = ".staging-"
+OWNER_MARK = ".hifitrt-engine"  # written first: this folder is hifitrt's to overwrite (engines.build)
 
 
 def onnx_for(precision: str) -> str:

@@ -21,13 +21,12 @@ from typing import Any, Iterable, Mapping
 from .. import __version__ as HIFITRT_VERSION
 from ..atomic import write_text
 from ..errors import EngineError
+from . import layout
+from .backends import backend_for, backend_names
 from .machine import DeviceInfo, Machine, current_machine
-from .tensorrt_common import version_tuple
 
 SCHEMA = "hifitrt.engine-manifest"
 SCHEMA_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-BACKENDS = ("tensorrt", "onnxruntime")
 _CHUNK = 1 << 20
 
 
@@ -94,10 +93,10 @@ class Manifest:
         def bad(what: str) -> EngineError:
             return EngineError(f"{where}: {what}; the manifest is damaged, {_REBUILD_GENERIC}")
 
-        if not isinstance(self.backend, Mapping) or self.backend.get("name") not in BACKENDS:
-            raise bad(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
-        if self.precision not in ("fp16", "fp32"):
-            raise bad(f"precision {self.precision!r} is not fp16 or fp32")
+        if not isinstance(self.backend, Mapping) or self.backend.get("name") not in backend_names():
+            raise bad(f"backend {self.backend!r} is not one of {', '.join(backend_names())}")
+        if self.precision not in ("fp16", "fp32", "bf16"):
+            raise bad(f"precision {self.precision!r} is not fp16, fp32 or bf16")
         if not isinstance(self.artifacts, Mapping) or not self.artifacts:
             raise bad("it lists no artifacts")
         for rel, entry in self.artifacts.items():
@@ -158,14 +157,44 @@ def _safe_relpath(rel: str, where: str) -> PurePosixPath:
 
 # ------------------------------------------------------------------------------ read / write
 def manifest_path(engine_dir: str | os.PathLike[str]) -> Path:
-    return Path(engine_dir) / MANIFEST_NAME
+    return Path(engine_dir) / layout.MANIFEST
+
+
+INTEGRITY_FIELD = "manifest_sha256"
+"""sha256 of the manifest's own content (every other field), so an edited spec, profile or
+option is refused like a damaged artifact instead of making the engine load and misbehave."""
+
+
+def manifest_body_digest(data: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of every field except :data:`INTEGRITY_FIELD`."""
+    body = {k: v for k, v in data.items() if k != INTEGRITY_FIELD}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def write_manifest(engine_dir: str | os.PathLike[str], manifest: Manifest) -> Path:
-    """Write ``manifest.json`` atomically (a reader sees the old manifest or the new one)."""
+    """Write ``manifest.json`` atomically (a reader sees the old manifest or the new one),
+    sealed with :data:`INTEGRITY_FIELD`."""
     path = manifest_path(engine_dir)
-    write_text(path, json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n")
+    data = json.loads(json.dumps(manifest.to_dict()))  # the exact values a reader will parse
+    data[INTEGRITY_FIELD] = manifest_body_digest(data)
+    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
     return path
+
+
+def _verify_manifest_seal(root: Path, manifest: Manifest) -> None:
+    path = manifest_path(root)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EngineError(f"{path} cannot be read ({_one_line(exc)}): {_REBUILD_GENERIC}") from exc
+    recorded = data.get(INTEGRITY_FIELD)
+    if recorded is None:
+        raise EngineError(f"{path} has no {INTEGRITY_FIELD} (written by an older hifitrt or by hand); "
+                          f"rebuild with {manifest.rebuild_command(root)}")
+    if recorded != manifest_body_digest(data):
+        raise EngineError(f"{path} was edited after the build (its content no longer matches its "
+                          f"{INTEGRITY_FIELD}); rebuild with {manifest.rebuild_command(root)}")
 
 
 def read_manifest(engine_dir: str | os.PathLike[str]) -> Manifest:
@@ -175,7 +204,7 @@ def read_manifest(engine_dir: str | os.PathLike[str]) -> Manifest:
         raise EngineError(f"engine directory {engine_dir} does not exist: build one with tts-build-engine build")
     if not path.is_file():
         raise EngineError(
-            f"{engine_dir} has no {MANIFEST_NAME}: it is not a finished engine directory (a build may have been "
+            f"{engine_dir} has no {layout.MANIFEST}: it is not a finished engine directory (a build may have been "
             "interrupted); build it with tts-build-engine build SOURCE --out " + str(engine_dir)
         )
     try:
@@ -226,16 +255,19 @@ def verify_engine_dir(
     """Check an engine directory without deserialising anything; return its manifest.
 
     1. the manifest parses and has hifitrt's schema;
-    2. for TensorRT engines and ``for_this_machine``: the recorded TensorRT version and GPU
-       match ``machine`` (default: :func:`current_machine`, with ``trt_module`` standing in for
-       ``tensorrt`` in tests);
-    3. every artifact exists with the recorded size and sha256.
+    2. for machine-bound backends (TensorRT) and ``for_this_machine``: the recorded TensorRT
+       version and GPU match ``machine`` (default: :func:`current_machine`, with ``trt_module``
+       standing in for ``tensorrt`` in tests), as the backend's ``check_machine`` decides;
+    3. the manifest's own content matches its :data:`INTEGRITY_FIELD` seal;
+    4. every artifact exists with the recorded size and sha256.
     Raises :class:`EngineError` naming the file or both machines, with the rebuild command.
     """
     root = Path(engine_dir)
     manifest = read_manifest(root)
-    if for_this_machine and manifest.backend_name == "tensorrt":
-        check_machine(manifest, machine if machine is not None else current_machine(trt_module), root)
+    backend = backend_for(manifest.backend_name)
+    if for_this_machine and backend.machine_bound:
+        backend.check_machine(manifest, machine if machine is not None else current_machine(trt_module), root)
+    _verify_manifest_seal(root, manifest)
     for rel, entry in manifest.artifacts.items():
         _verify_artifact(root, rel, entry, manifest)
     return manifest
@@ -251,63 +283,12 @@ def _verify_artifact(root: Path, rel: str, entry: Mapping[str, Any], manifest: M
     if size != expected:
         state = "truncated" if size < expected else "damaged"
         raise EngineError(
-            f"engine file {rel} is {state} ({size} bytes, the manifest says {expected}); {rebuild}"
+            f"engine file {rel} is {state} ({size} bytes, the manifest says {expected}) or was replaced by "
+            f"another file; {rebuild}"
         )
     digest, _ = file_digest(path)
     if digest != entry["sha256"]:
         raise EngineError(f"engine file {rel} is damaged (sha256 mismatch); {rebuild}")
-
-
-def check_machine(manifest: Manifest, machine: Machine, engine_dir: str | os.PathLike[str] = "ENGINE_DIR") -> None:
-    """EngineError unless a TensorRT engine built as ``manifest`` says can run on ``machine``.
-
-    Plans match the exact TensorRT version and the GPU they were built on. Two build options
-    relax that, as TensorRT documents: ``version_compatible`` plans load on the same or a newer
-    TensorRT of the same major version; ``hardware_compatibility="ampere_plus"`` plans load on
-    any GPU of compute capability 8.0 or newer.
-    """
-    options = manifest.options or {}
-    built_version = str(manifest.backend.get("version") or "unknown")
-    built_device = manifest.device_info
-    problems = []
-    if not _version_ok(built_version, machine.tensorrt_version, bool(options.get("version_compatible"))):
-        problems.append("TensorRT version")
-    if not _device_ok(built_device, machine.device, options.get("hardware_compatibility")):
-        problems.append("GPU")
-    if not problems:
-        return
-    built_gpu = built_device.describe() if built_device else "no CUDA GPU"
-    raise EngineError(
-        f"engine in {engine_dir} was built for {built_gpu} with TensorRT {built_version}, this machine has "
-        f"{machine.describe()} ({' and '.join(problems)} differ; TensorRT plans run only where they were built): "
-        f"rebuild it here with {manifest.rebuild_command(engine_dir)}"
-    )
-
-
-def _version_ok(built: str, here: str | None, version_compatible: bool) -> bool:
-    if here is None:
-        return False
-    if here == built:
-        return True
-    if not version_compatible:
-        return False
-    b, h = version_tuple(built), version_tuple(here)
-    return bool(b) and bool(h) and b[0] == h[0] and h >= b
-
-
-def _cc_tuple(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(p) for p in str(text).split("."))
-    except ValueError:
-        return ()
-
-
-def _device_ok(built: DeviceInfo | None, here: DeviceInfo | None, hardware_compatibility: Any) -> bool:
-    if built is None or here is None:
-        return built is None and here is None  # only test-double builds record no GPU
-    if hardware_compatibility and str(hardware_compatibility).lower() == "ampere_plus":
-        return _cc_tuple(here.compute_capability) >= (8, 0)
-    return built.compute_capability == here.compute_capability and built.gpu_name == here.gpu_name
 
 
 # ------------------------------------------------------------------------------ updates

@@ -28,16 +28,15 @@ from typing import Any, Mapping, Sequence
 
 from ..atomic import write_text
 from ..errors import EngineError
+from ..export.ort import CPU, CUDA, TENSORRT_EP, make_session
+from . import layout
 from .machine import DeviceInfo, current_device
 
 _LOG = logging.getLogger(__name__)
 
 SESSION_SCHEMA = "hifitrt.ort-session"
-SESSION_RELPATH = "onnxruntime/session.json"
-TRT_EP_CACHE_RELDIR = "onnxruntime/trt_ep_cache"
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-TENSORRT_EP = "TensorrtExecutionProvider"
+SESSION_RELPATH = layout.ORT_SESSION
+TRT_EP_CACHE_RELDIR = layout.ORT_TRT_EP_CACHE
 OPTIMIZATION_LEVELS = {
     "disable": "ORT_DISABLE_ALL",
     "basic": "ORT_ENABLE_BASIC",
@@ -117,17 +116,6 @@ class SessionConfig:
         except TypeError as exc:
             raise EngineError(f"{SESSION_RELPATH} is incomplete ({exc}); rebuild the engine with --force") from exc
 
-    def session_options(self) -> Any:
-        ort = import_onnxruntime()
-        options = ort.SessionOptions()
-        level = getattr(ort.GraphOptimizationLevel, self.graph_optimization_level, None)
-        if level is None:
-            raise EngineError(f"unknown graph optimization level {self.graph_optimization_level!r} in {SESSION_RELPATH}")
-        options.graph_optimization_level = level
-        options.intra_op_num_threads = int(self.intra_op_num_threads)
-        options.log_severity_level = 3  # ORT warnings about fallbacks are reported by hifitrt itself
-        return options
-
     def providers_here(self, engine_dir: str | os.PathLike[str]) -> list[Any]:
         """The recorded providers that this machine can use, with their options, CPU last.
 
@@ -148,14 +136,23 @@ class SessionConfig:
             result.append(CPU)
         return result
 
-    def create_session(self, engine_dir: str | os.PathLike[str], providers: Sequence[Any] | None = None) -> Any:
-        """An ``InferenceSession`` on the engine's model (the runtime's ORT runner uses this)."""
-        ort = import_onnxruntime()
+    def create_session(self, engine_dir: str | os.PathLike[str], providers: Sequence[Any] | None = None,
+                       threads: int | None = None) -> Any:
+        """An ``InferenceSession`` on the engine's model (the runtime's ORT runner uses this).
+
+        ``threads`` overrides the recorded intra-op thread count (and pins inter-op to 1), so
+        a benchmark can give ONNX Runtime the same threads as PyTorch.
+        """
+        if self.graph_optimization_level not in OPTIMIZATION_LEVELS.values():
+            raise EngineError(f"unknown graph optimization level {self.graph_optimization_level!r} in {SESSION_RELPATH}")
+        import_onnxruntime()  # a clear EngineError when it is not installed
         path = Path(engine_dir) / self.model
         try:
-            return ort.InferenceSession(
-                str(path), sess_options=self.session_options(),
-                providers=list(providers) if providers is not None else self.providers_here(engine_dir),
+            return make_session(
+                path, providers=list(providers) if providers is not None else self.providers_here(engine_dir),
+                threads=threads if threads else int(self.intra_op_num_threads),
+                inter_op_threads=1 if threads else None,
+                optimization_level=self.graph_optimization_level,
             )
         except Exception as exc:  # ORT raises its own exception types
             raise EngineError(

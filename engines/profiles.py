@@ -31,6 +31,13 @@ INPUT_NAME = "mel"
 
 _FIELDS = ("batch_min", "batch_opt", "batch_max", "frames_min", "frames_opt", "frames_max")
 
+# Upper bounds. Longer mels are chunked by the runtime, so no profile needs more than ~80 s of
+# frames; a batch x frames product bounds activation memory (the default vocoder holds ~121 kB
+# per frame in fp32, so 65,536 frames is ~8 GB), which every backend must allocate at max shape.
+MAX_PROFILE_FRAMES = 8192
+MAX_PROFILE_BATCH = 64
+MAX_PROFILE_BATCH_FRAMES = 65536
+
 
 @dataclass(frozen=True)
 class ShapeProfile:
@@ -233,6 +240,18 @@ def validate_profiles(
             value = getattr(p, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise EngineError(f"profile {p.name!r}: {key}={value!r} must be a positive integer")
+        if p.frames_max > MAX_PROFILE_FRAMES:
+            raise EngineError(
+                f"profile {p.name!r}: frames_max={p.frames_max} is above {MAX_PROFILE_FRAMES}; longer mels are "
+                "chunked by the runtime, so use a shorter profile (e.g. dynamic:1-4x768-1200-2048)"
+            )
+        if p.batch_max > MAX_PROFILE_BATCH:
+            raise EngineError(f"profile {p.name!r}: batch_max={p.batch_max} is above {MAX_PROFILE_BATCH}")
+        if p.batch_max * p.frames_max > MAX_PROFILE_BATCH_FRAMES:
+            raise EngineError(
+                f"profile {p.name!r}: batch_max x frames_max = {p.batch_max * p.frames_max} frames is above "
+                f"{MAX_PROFILE_BATCH_FRAMES} (activation memory at the max shape); lower the batch or the frames"
+            )
         if not p.batch_min <= p.batch_opt <= p.batch_max:
             raise EngineError(
                 f"profile {p.name!r}: batch min/opt/max {p.batch_min}/{p.batch_opt}/{p.batch_max} "
@@ -248,6 +267,27 @@ def validate_profiles(
                 f"profile {p.name!r} starts at {p.frames_min} frames but this vocoder needs at least "
                 f"{min_frames}: raise frames_min to {min_frames}"
             )
+
+
+def check_context(profiles: Sequence[ShapeProfile], context_frames: int, *, allow_short: bool = False) -> None:
+    """Refuse profiles too short to hold the vocoder's receptive field (``context_frames``).
+
+    A runtime bound to its profiles (TensorRT) vocodes a long mel in windows of at most the
+    longest profile, each carrying ``context_frames`` of context; when a window cannot hold the
+    context, every chunk seam is computed from truncated context and the audio is wrong (a
+    ``fixed:1x1`` engine turned speech into noise while its short-shape parity looked perfect).
+    ``allow_short`` (``--allow-short-profiles``) accepts such an engine on purpose.
+    """
+    longest = max((p.frames_max for p in profiles), default=0)
+    if allow_short or longest > context_frames:
+        return
+    need = max(2 * context_frames, context_frames + 1)
+    raise EngineError(
+        f"the longest profile holds {longest} frames but this vocoder's receptive field spans {context_frames} "
+        f"frames, so chunked speech would be wrong at every seam: give one profile frames_max >= "
+        f"{context_frames + 1} (e.g. --profile dynamic:1-1x8-{need}-{need}), or pass --allow-short-profiles "
+        "to accept inexact chunked audio"
+    )
 
 
 def profile_for_shape(profiles: Sequence[ShapeProfile], batch: int, frames: int) -> int | None:

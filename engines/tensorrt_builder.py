@@ -13,23 +13,33 @@ plain TensorRT API is used: Polygraphy's ``CreateConfig`` is not needed for a st
 build). Naming rule, checked by tests/test_tensorrt_api_names.py: variables holding TensorRT
 objects are named ``trt``, ``builder``, ``network``, ``config``, ``parser``, ``parser_error``,
 ``trt_profile``, ``timing_cache``, ``disk_cache``, ``host_memory`` or ``tensor``, and every
-attribute used on them must exist in both TensorRT 10.16 and 11.1.
+attribute used on them must exist in TensorRT 10.16, 11.1 and 11.4.
+
+Timing cache: kernel timings are valid for one TensorRT version and one GPU, so the cache file
+is named after both (:func:`timing_cache_file`) and a foreign cache is never offered. TensorRT
+does not fail on a cache it cannot use: it logs (e.g. "Magic tag does not match" then "The
+timing cache will not be used!") and builds without it. So a cache counts as loaded only when
+TensorRT logged no error and no such notice while it was created and attached; an unusable
+file is replaced by a fresh cache, never merged into the next save.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import EngineError
+from .machine import DeviceInfo
 from .profiles import ShapeProfile, validate_profiles
 from .tensorrt_common import (
     INPUT_NAME,
     OUTPUT_NAME,
     create_logger,
+    cuda_device_scope,
     dims_to_tuple,
     dtype_name,
     import_tensorrt,
@@ -37,6 +47,7 @@ from .tensorrt_common import (
     tensorrt_version,
     write_bytes_atomic,
 )
+from .tensorrt_install import tensorrt_cuda_major
 
 _LOG = logging.getLogger(__name__)
 
@@ -66,6 +77,8 @@ class TensorRTBuildResult:
     builder_optimization_level: int | None = None
     timing_cache_path: str | None = None
     timing_cache_loaded: bool = False
+    device_index: int | None = None
+    tensorrt_cuda: str | None = None
     warnings: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,6 +102,8 @@ class TensorRTBuildResult:
             "builder_optimization_level": self.builder_optimization_level,
             "timing_cache_path": self.timing_cache_path,
             "timing_cache_loaded": self.timing_cache_loaded,
+            "device_index": self.device_index,
+            "tensorrt_cuda": self.tensorrt_cuda,
             "warnings": list(self.warnings),
         }
 
@@ -105,16 +120,20 @@ def build_tensorrt_engine(
     builder_optimization_level: int | None = None,
     fp32_disable_tf32: bool = True,
     min_frames: int = 1,
+    device_index: int | None = None,
     trt_module: Any = None,
 ) -> TensorRTBuildResult:
     """Compile ``onnx_path`` into a TensorRT plan at ``plan_path`` (written atomically).
 
     ``profiles`` become one optimization profile each on input ``mel``. ``timing_cache_path``
-    (optional) is loaded if present and saved after the build, so rebuilds are fast; a cache
-    from another GPU or TensorRT version is ignored with a warning. ``hardware_compatibility``
-    ``"ampere_plus"`` makes a plan that runs on any Ampere-or-newer GPU (slower; build on
-    Ampere+). ``version_compatible`` sets VERSION_COMPATIBLE + EXCLUDE_LEAN_RUNTIME: the plan
-    then carries no host code (hifitrt never enables ``engine_host_code_allowed``).
+    (optional; name it with :func:`timing_cache_file`) is loaded if present and saved after the
+    build, so rebuilds are fast; a cache TensorRT will not use is replaced with a warning.
+    ``hardware_compatibility`` ``"ampere_plus"`` makes a plan that runs on any Ampere-or-newer
+    GPU (slower; build on Ampere+). ``version_compatible`` sets VERSION_COMPATIBLE +
+    EXCLUDE_LEAN_RUNTIME: the plan carries no runtime and no host code (hifitrt never enables
+    ``engine_host_code_allowed``); a newer TensorRT runs it through the lean runtime of this
+    build's version (see runtime/tensorrt_runner.py). ``device_index`` is the CUDA device to
+    build on (the one the engine will run on; None: the current device).
     ``trt_module`` replaces ``import tensorrt`` (tests pass the CPU test double).
     Raises :class:`EngineError` with one readable line on any failure.
     """
@@ -125,6 +144,22 @@ def build_tensorrt_engine(
     _check_options(workspace_bytes, hardware_compatibility, builder_optimization_level)
     warnings: list[str] = []
 
+    with cuda_device_scope(device_index):  # TensorRT builds for the current CUDA device
+        return _build(
+            trt, onnx_path, Path(plan_path), profiles, workspace_bytes=workspace_bytes,
+            timing_cache_path=Path(timing_cache_path) if timing_cache_path is not None else None,
+            hardware_compatibility=hardware_compatibility, version_compatible=version_compatible,
+            builder_optimization_level=builder_optimization_level, fp32_disable_tf32=fp32_disable_tf32,
+            min_frames=min_frames, device_index=device_index, warnings=warnings,
+        )
+
+
+def _build(
+    trt: Any, onnx_path: Path, plan_path: Path, profiles: Sequence[ShapeProfile], *, workspace_bytes: int,
+    timing_cache_path: Path | None, hardware_compatibility: str | None, version_compatible: bool,
+    builder_optimization_level: int | None, fp32_disable_tf32: bool, min_frames: int, device_index: int | None,
+    warnings: list[str],
+) -> TensorRTBuildResult:
     logger = create_logger(trt)
     builder = trt.Builder(logger)
     network = _create_network(trt, builder)
@@ -142,7 +177,7 @@ def build_tensorrt_engine(
         builder_optimization_level=builder_optimization_level,
     )
     _add_profiles(builder, config, profiles, in_channels, logger)
-    timing_cache, cache_loaded = _attach_timing_cache(config, timing_cache_path, warnings)
+    timing_cache, cache_loaded = _attach_timing_cache(config, logger, timing_cache_path, warnings)
 
     mark = logger.mark()  # quote only what the build itself logs
     started = time.perf_counter()
@@ -157,7 +192,7 @@ def build_tensorrt_engine(
     del parser, timing_cache
 
     if timing_cache_path is not None:
-        _save_timing_cache(config, Path(timing_cache_path), warnings)
+        _save_timing_cache(config, logger, timing_cache_path, warnings)
     write_bytes_atomic(plan_path, plan)
     _LOG.info("built TensorRT plan %s (%d bytes) in %.1f s", plan_path, len(plan), build_seconds)
 
@@ -166,7 +201,7 @@ def build_tensorrt_engine(
         plan_bytes=len(plan),
         plan_sha256=hashlib.sha256(plan).hexdigest(),
         build_seconds=build_seconds,
-        tensorrt_version=tensorrt_version(trt),
+        tensorrt_version=tensorrt_version(trt) or "unknown",
         num_profiles=len(profiles),
         profiles=tuple(profiles),
         in_channels=in_channels,
@@ -180,6 +215,8 @@ def build_tensorrt_engine(
         builder_optimization_level=builder_optimization_level,
         timing_cache_path=str(timing_cache_path) if timing_cache_path is not None else None,
         timing_cache_loaded=cache_loaded,
+        device_index=device_index,
+        tensorrt_cuda=tensorrt_cuda_major(),
         warnings=tuple(warnings),
     )
 
@@ -285,7 +322,7 @@ def _create_config(
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
     if version_compatible:
         # Without the lean runtime the plan carries no executable host code, so loading it never
-        # needs engine_host_code_allowed.
+        # needs engine_host_code_allowed; a newer TensorRT loads this version's lean runtime.
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
         config.set_flag(trt.BuilderFlag.EXCLUDE_LEAN_RUNTIME)
     if builder_optimization_level is not None:
@@ -310,49 +347,78 @@ def _add_profiles(builder: Any, config: Any, profiles: Sequence[ShapeProfile], c
             )
 
 
-def _attach_timing_cache(config: Any, cache_path: str | Path | None, warnings: list[str]) -> tuple[Any, bool]:
-    """Attach a timing cache (loaded from ``cache_path`` when it exists and fits this GPU).
+def timing_cache_file(folder: str | Path, trt_version: str | None, device: DeviceInfo | None) -> Path:
+    """``folder/timing-<TensorRT version>-<gpu>-sm<cc>.cache``: one cache per TensorRT and GPU.
 
-    A cache records kernel timings for one GPU and TensorRT version. ``ignore_mismatch=False``
-    makes TensorRT refuse one from another device; it is then replaced by an empty cache with a
-    warning, because a stale cache may only slow the build, never fail it.
+    TensorRT refuses (or silently ignores) timings from another version or device, so a cache
+    shared between them would only ever be replaced; naming it after both keeps each valid.
+    """
+    if device is None:
+        gpu = "no-gpu"
+    else:
+        name = re.sub(r"[^a-z0-9]+", "-", device.gpu_name.lower()).strip("-") or "gpu"
+        gpu = f"{name}-sm{device.compute_capability.replace('.', '')}"
+    version = re.sub(r"[^A-Za-z0-9.]+", "-", trt_version or "unknown")
+    return Path(folder) / f"timing-{version}-{gpu}.cache"
+
+
+def _cache_rejected(logger: Any, mark: int) -> str:
+    """What TensorRT logged against a timing cache since ``mark`` ('' when nothing)."""
+    errors = logger.messages_since(mark, errors_only=True)
+    notices = [m for m in logger.messages_since(mark)
+               if "timing cache" in m.lower() and ("not be used" in m.lower() or "invalid" in m.lower())]
+    return " | ".join(errors + [m for m in notices if m not in errors])
+
+
+def _read_timing_cache(config: Any, logger: Any, data: bytes) -> tuple[Any, str]:
+    """(cache, '') when TensorRT reads ``data`` without complaint, else (None, what it said)."""
+    mark = logger.mark()
+    try:
+        timing_cache = config.create_timing_cache(data)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        return None, str(exc)
+    rejected = _cache_rejected(logger, mark)
+    if timing_cache is None or rejected:
+        return None, rejected or "TensorRT returned no cache"
+    return timing_cache, ""
+
+
+def _attach_timing_cache(config: Any, logger: Any, cache_path: Path | None, warnings: list[str]) -> tuple[Any, bool]:
+    """Attach a timing cache: the one at ``cache_path`` when TensorRT accepts it, else a new one.
+
+    ``ignore_mismatch=False`` makes TensorRT refuse a cache from another device. A stale or
+    corrupt cache may only slow the build, never fail it, so it is replaced with a warning.
     Returns (cache, loaded) — the cache must stay alive until the build is done.
     """
-    data = b""
-    if cache_path is not None and Path(cache_path).is_file():
-        data = Path(cache_path).read_bytes()
-    timing_cache = _timing_cache_from_bytes(config, data) if data else None
-    loaded = timing_cache is not None and bool(config.set_timing_cache(timing_cache, ignore_mismatch=False))
-    if data and not loaded:
-        message = f"timing cache {cache_path} does not fit this GPU/TensorRT version; starting a new one"
+    data = cache_path.read_bytes() if cache_path is not None and cache_path.is_file() else b""
+    if data:
+        timing_cache, problem = _read_timing_cache(config, logger, data)
+        if timing_cache is not None:
+            mark = logger.mark()
+            attached = bool(config.set_timing_cache(timing_cache, ignore_mismatch=False))
+            problem = _cache_rejected(logger, mark) or ("" if attached else "TensorRT refused it")
+            if not problem:
+                return timing_cache, True
+        message = f"timing cache {cache_path} is not usable with this GPU/TensorRT ({problem}); starting a new one"
         _LOG.warning(message)
         warnings.append(message)
-    if not loaded:
-        timing_cache = config.create_timing_cache(b"")
-        if timing_cache is None or not config.set_timing_cache(timing_cache, ignore_mismatch=False):
-            raise EngineError("TensorRT could not create an empty timing cache; rebuild without --timing-cache")
-    return timing_cache, loaded
+    timing_cache = config.create_timing_cache(b"")
+    if timing_cache is None or not config.set_timing_cache(timing_cache, ignore_mismatch=False):
+        raise EngineError("TensorRT could not create an empty timing cache; rebuild without --timing-cache")
+    return timing_cache, False
 
 
-def _save_timing_cache(config: Any, cache_path: Path, warnings: list[str]) -> None:
-    """Save the config's timing cache, merged into whatever is on disk now (another build may
-    have written it meanwhile); a cache that cannot be merged is simply replaced."""
+def _save_timing_cache(config: Any, logger: Any, cache_path: Path, warnings: list[str]) -> None:
+    """Save the config's timing cache, merged into what is on disk now when TensorRT reads that
+    without complaint (another build may have written it meanwhile); an unreadable file is
+    replaced, so a corrupt cache is never carried forward."""
     timing_cache = config.get_timing_cache()
     if timing_cache is None:
         warnings.append("TensorRT returned no timing cache; none saved")
         return
     if cache_path.is_file():
-        disk_cache = _timing_cache_from_bytes(config, cache_path.read_bytes())
+        disk_cache, _ = _read_timing_cache(config, logger, cache_path.read_bytes())
         if disk_cache is not None and disk_cache.combine(timing_cache, ignore_mismatch=False):
             timing_cache = disk_cache
     host_memory = timing_cache.serialize()
     write_bytes_atomic(cache_path, bytes(host_memory))
-
-
-def _timing_cache_from_bytes(config: Any, data: bytes) -> Any:
-    """``create_timing_cache`` returning None (not raising) for bytes TensorRT cannot read."""
-    try:
-        return config.create_timing_cache(data)
-    except (RuntimeError, ValueError, TypeError) as exc:
-        _LOG.warning("TensorRT could not read a timing cache: %s", exc)
-        return None

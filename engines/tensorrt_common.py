@@ -4,19 +4,21 @@ TensorRT is imported lazily (``import_tensorrt``) so that hifitrt imports, and i
 backend runs, on machines without it. Every function takes the ``tensorrt`` module as an
 argument, so tests can pass the CPU test double (tests/doubles/tensorrt_double.py) instead.
 
-Only names present in both TensorRT 10.16 and 11.1 Python bindings are used
+Only names present in the TensorRT 10.16, 11.1 and 11.4 Python bindings are used
 (tests/test_tensorrt_api_names.py checks this).
 """
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 from types import ModuleType
-from typing import Any
+from typing import Any, ContextManager
 
 from ..atomic import write_bytes as write_bytes_atomic  # noqa: F401  (re-exported for the builder)
 from ..errors import EngineError
+from .machine import tensorrt_version  # the one version probe (re-exported for the builder and runner)
 
 INPUT_NAME = "mel"
 OUTPUT_NAME = "wav"
@@ -26,8 +28,8 @@ MIN_TENSORRT = (10, 12)
 (weak typing is deprecated from 10.12 and removed in 11.0)."""
 
 INSTALL_HINT = (
-    "pip install 'hifitrt[gpu]' (TensorRT >= 10.12 wheels from NVIDIA) on a machine with an NVIDIA GPU, "
-    "or use --backend onnxruntime"
+    "pip install 'hifitrt[gpu-cu12]' or 'hifitrt[gpu-cu13]' (the CUDA major of your torch build, see "
+    "docs/TENSORRT.md) on a machine with an NVIDIA GPU, or use --backend onnxruntime"
 )
 
 _LOG = logging.getLogger("hifitrt.tensorrt")
@@ -44,10 +46,6 @@ def import_tensorrt(trt_module: ModuleType | Any | None = None) -> Any:
             raise EngineError(f"TensorRT is not installed ({exc}): {INSTALL_HINT}") from exc
     require_supported_version(trt)
     return trt
-
-
-def tensorrt_version(trt: Any) -> str:
-    return str(getattr(trt, "__version__", "unknown"))
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -68,7 +66,7 @@ def version_tuple(version: str) -> tuple[int, ...]:
 
 
 def require_supported_version(trt: Any) -> None:
-    version = tensorrt_version(trt)
+    version = tensorrt_version(trt) or "unknown"
     numbers = version_tuple(version)
     if len(numbers) < 2 or numbers[:2] < MIN_TENSORRT:
         raise EngineError(
@@ -80,43 +78,55 @@ def require_supported_version(trt: Any) -> None:
 # ILogger::Severity values (NvInferRuntimeBase.h): kINTERNAL_ERROR=0, kERROR=1, kWARNING=2,
 # kINFO=3, kVERBOSE=4. The Python enum is arithmetic, so int(severity) gives these numbers.
 _SEVERITY_TO_LEVEL = {0: logging.CRITICAL, 1: logging.ERROR, 2: logging.WARNING, 3: logging.DEBUG, 4: logging.DEBUG}
+_WARNING = 2
 
 
 def create_logger(trt: Any) -> Any:
-    """A ``trt.ILogger`` that forwards to Python logging and remembers recent errors.
+    """A ``trt.ILogger`` that forwards to Python logging and remembers recent warnings and errors.
 
-    TensorRT reports why something failed (a plan for another GPU, an unsupported layer) only
-    through its logger, while the API returns None/False. Keeping the last errors lets
-    :class:`EngineError` messages say what TensorRT said. TensorRT may log from its own worker
-    threads, so the memory is guarded by a lock. The caller must keep the returned object alive
-    as long as any builder/runtime/engine created with it.
+    TensorRT reports why something failed (a plan for another GPU, an unsupported layer, a
+    timing cache it will not use) only through its logger, while the API returns None/False or
+    even carries on. Keeping the last warnings and errors lets :class:`EngineError` messages say
+    what TensorRT said, and lets the builder tell whether TensorRT accepted a timing cache.
+    TensorRT may log from its own worker threads, so the memory is guarded by a lock.
+
+    The bindings call ``log`` through the GIL for every message, VERBOSE included; INFO and
+    VERBOSE messages are dropped at once unless DEBUG logging is on (a build logs thousands).
+    The caller must keep the returned object alive as long as any builder/runtime/engine
+    created with it.
     """
 
     class HifitrtTrtLogger(trt.ILogger):  # type: ignore[misc, name-defined]
         def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self._errors: collections.deque[tuple[int, str]] = collections.deque(maxlen=16)
+            super().__init__()
+            self._messages: collections.deque[tuple[int, int, str]] = collections.deque(maxlen=32)
             self._count = 0
             self._lock = threading.Lock()
 
         def log(self, severity: Any, msg: str) -> None:  # called by TensorRT
-            level = _SEVERITY_TO_LEVEL.get(int(severity), logging.INFO)
-            _LOG.log(level, "TensorRT: %s", msg)
-            if level >= logging.ERROR:
+            number = int(severity)
+            if number > _WARNING and not _LOG.isEnabledFor(logging.DEBUG):
+                return
+            _LOG.log(_SEVERITY_TO_LEVEL.get(number, logging.INFO), "TensorRT: %s", msg)
+            if number <= _WARNING:
                 with self._lock:
                     self._count += 1
-                    self._errors.append((self._count, " ".join(str(msg).split())))
+                    self._messages.append((self._count, number, " ".join(str(msg).split())))
 
         def mark(self) -> int:
-            """A position: ``recent_errors(since=mark)`` then reports only later errors."""
+            """A position: ``recent_errors(since=mark)`` then reports only later messages."""
             with self._lock:
                 return self._count
 
         def recent_errors(self, limit: int = 3, since: int = 0) -> str:
             """The last ``limit`` errors logged after ``since``, on one line ('' when none)."""
+            return " | ".join(self.messages_since(since, errors_only=True)[-limit:])
+
+        def messages_since(self, since: int = 0, errors_only: bool = False) -> list[str]:
+            """Warnings and errors (or errors only) logged after ``since``, oldest first."""
             with self._lock:
-                items = [text for number, text in self._errors if number > since][-limit:]
-            return " | ".join(items)
+                return [text for number, severity, text in self._messages
+                        if number > since and (severity < _WARNING or not errors_only)]
 
     return HifitrtTrtLogger()
 
@@ -143,3 +153,42 @@ def dims_to_tuple(dims: Any) -> tuple[int, ...] | None:
 def dtype_name(dtype: Any) -> str:
     """'FLOAT', 'HALF', ... for a ``trt.DataType``."""
     return str(getattr(dtype, "name", dtype)).split(".")[-1]
+
+
+def device_index(device: Any) -> int | None:
+    """The CUDA device index of ``"cuda:N"``, ``N`` or a torch device; None for ``"cuda"``/None.
+
+    The manifest check, the builder and the runner must look at the same GPU: the one the
+    caller names (None means the current device, GPU 0 unless the caller changed it).
+    """
+    if device is None:
+        return None
+    if isinstance(device, int) and not isinstance(device, bool):
+        index: int | None = device
+    elif hasattr(device, "type") and hasattr(device, "index"):  # torch.device
+        if device.type != "cuda":
+            raise EngineError(f"device {device!r} is not a CUDA device; use 'cuda' or 'cuda:N'")
+        index = device.index
+    else:
+        kind, _, number = str(device).partition(":")
+        if kind != "cuda" or (number and not number.isdigit()):
+            raise EngineError(f"device {device!r} is not a CUDA device; use 'cuda' or 'cuda:N'")
+        index = int(number) if number else None
+    if index is not None and index < 0:
+        raise EngineError(f"CUDA device index {index} must be >= 0")
+    return index
+
+
+def cuda_device_scope(index: int | None) -> ContextManager[Any]:
+    """Make CUDA device ``index`` current (TensorRT builds and runs on the current device);
+    nothing to do for None or on a machine without CUDA (the test double)."""
+    if index is None:
+        return contextlib.nullcontext()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.device(index)
+    except ImportError:
+        pass
+    return contextlib.nullcontext()

@@ -1,30 +1,37 @@
-"""Torch side of hifitrt: vocoder architectures, source loaders, ONNX export, precision plans.
+"""Torch side of hifitrt: vocoder architectures, source loaders, ONNX export, precision plans,
+the PyTorch reference runner and the one speech-input set.
 
 This package imports nothing from the other hifitrt packages (engines, runtime, validation).
+Public API (imported lazily, so ``import hifitrt.errors`` stays cheap for the CLI's help)::
+
+    from hifitrt.export import load_vocoder, Vocoder, VocoderSpec, export_onnx, export_vocoder
+    from hifitrt.export import TorchRunner, plan_fp16, snr_db, log_mel_l1, mel_config_for
 """
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
-
-__all__ = ["load_vocoder", "Vocoder", "VocoderSpec", "export_onnx"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .load import Vocoder, load_vocoder
     from .spec import VocoderSpec
 
+_LAZY = {
+    "load_vocoder": ".load", "Vocoder": ".load",
+    "VocoderSpec": ".spec",
+    "export_onnx": ".onnx_export", "export_vocoder": ".onnx_export", "ExportResult": ".onnx_export",
+    "plan_fp16": ".precision", "PrecisionPlan": ".precision",
+    "TorchRunner": ".reference",
+    "snr_db": ".parity", "log_mel_l1": ".parity",
+    "MelConfig": ".mel", "mel_config_for": ".mel", "wav_to_mel": ".mel",
+    "calibration_mels": ".speech_inputs", "fixture_speech": ".speech_inputs", "parity_batches": ".speech_inputs",
+}
+__all__ = sorted(_LAZY)
+
 
 def __getattr__(name: str) -> Any:
-    # Lazy so `import hifitrt.errors` stays cheap (no torch import) for the CLI's help.
-    if name in ("load_vocoder", "Vocoder"):
-        from . import load
-
-        return getattr(load, name)
-    if name == "VocoderSpec":
-        from .spec import VocoderSpec
-
-        return VocoderSpec
-    if name == "export_onnx":
-        from .onnx_export import export_onnx
-
-        return export_onnx
-    raise AttributeError(name)
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

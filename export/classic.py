@@ -70,6 +70,29 @@ class ClassicConfig:
         return cfg
 
     def validate(self) -> None:
+        from .kantts import MAX_CHANNELS, MAX_HOP, MAX_KERNEL, MAX_STAGES, _check_range
+
+        _check_range("num_mels", self.num_mels, MAX_CHANNELS)
+        _check_range("upsample_initial_channel", self.upsample_initial_channel, MAX_CHANNELS)
+        if not 1 <= len(self.upsample_rates) <= MAX_STAGES:
+            raise ValueError(f"upsample_rates must list 1 to {MAX_STAGES} stages, not {len(self.upsample_rates)}")
+        for name, values in (("upsample_rates", self.upsample_rates),
+                             ("upsample_kernel_sizes", self.upsample_kernel_sizes),
+                             ("resblock_kernel_sizes", self.resblock_kernel_sizes)):
+            for v in values:
+                _check_range(name, v, MAX_KERNEL)
+        if not self.resblock_kernel_sizes or not all(self.resblock_dilation_sizes):
+            raise ValueError("resblock_kernel_sizes and every resblock_dilation_sizes entry must be non-empty")
+        for dilations in self.resblock_dilation_sizes:
+            for d in dilations:
+                _check_range("resblock_dilation_sizes", d, MAX_KERNEL)
+        _check_range("hop (product of upsample_rates)", self.hop, MAX_HOP)
+        if self.upsample_initial_channel % (2 ** len(self.upsample_rates)):
+            raise ValueError("upsample_initial_channel must be divisible by 2**number_of_upsamples")
+        for name, extra in (("upsample_paddings", self.upsample_paddings),
+                            ("upsample_output_paddings", self.upsample_output_paddings)):
+            if extra is not None and (len(extra) != len(self.upsample_rates) or any(v < 0 for v in extra)):
+                raise ValueError(f"{name} needs one non-negative value per upsample stage")
         if self.resblock not in ("1", "2"):
             raise ValueError(f"resblock must be '1' or '2', not {self.resblock!r}")
         if len(self.upsample_rates) != len(self.upsample_kernel_sizes):

@@ -13,15 +13,11 @@ from typing import Dict
 
 import numpy as np
 
-from ..errors import HifitrtError
+from ..errors import FixtureError
 
 __all__ = ["fixture_dir", "fixture_index", "fixture_mels", "fixture_wavs", "FixtureError"]
 
 ENV_VAR = "HIFITRT_FIXTURES"
-
-
-class FixtureError(HifitrtError):
-    """The fixture directory is missing or incomplete."""
 
 
 def fixture_dir() -> Path:

@@ -113,6 +113,31 @@ class KanttsConfig:
         )
 
     def validate(self) -> None:
+        _check_range("in_channels", self.in_channels, MAX_CHANNELS)
+        _check_range("channels", self.channels, MAX_CHANNELS)
+        _check_range("kernel_size", self.kernel_size, MAX_KERNEL)
+        if not 1 <= len(self.upsample_scales) <= MAX_STAGES:
+            raise ValueError(f"upsample_scales must list 1 to {MAX_STAGES} stages, not {len(self.upsample_scales)}")
+        for name, values in (("upsample_scales", self.upsample_scales),
+                             ("upsample_kernal_sizes", self.upsample_kernal_sizes),
+                             ("resblock_kernel_sizes", self.resblock_kernel_sizes)):
+            for v in values:
+                _check_range(name, v, MAX_KERNEL)
+        if not self.resblock_kernel_sizes:
+            raise ValueError("resblock_kernel_sizes is empty")
+        for dilations in self.resblock_dilations:
+            if not dilations:
+                raise ValueError("a resblock_dilations entry is empty")
+            for d in dilations:
+                _check_range("resblock_dilations", d, MAX_KERNEL)
+        _check_range("hop (product of upsample_scales)", self.hop, MAX_HOP)
+        if self.nsf_params is not None:
+            harmonics = self.nsf_params.get("nb_harmonics") if isinstance(self.nsf_params, dict) else None
+            if isinstance(harmonics, bool) or not isinstance(harmonics, int) or not 0 <= harmonics <= 64:
+                raise ValueError(f"nsf_params.nb_harmonics must be an integer 0..64, not {harmonics!r}")
+            rate = self.nsf_params.get("sampling_rate")
+            if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
+                raise ValueError(f"nsf_params.sampling_rate must be a positive integer, not {rate!r}")
         if self.kernel_size % 2 != 1:
             raise ValueError("kernel_size must be odd")
         if len(self.upsample_scales) != len(self.upsample_kernal_sizes):
@@ -128,6 +153,19 @@ class KanttsConfig:
             )
         if self.channels % (2 ** len(self.upsample_scales)):
             raise ValueError("channels must be divisible by 2**number_of_upsamples")
+
+
+# Bounds far above every shipped config (512 channels, kernels <= 20, hop <= 600), low enough
+# that an absurd config is a one-line error instead of a torch crash or a huge allocation.
+MAX_CHANNELS = 4096
+MAX_KERNEL = 1024
+MAX_STAGES = 8
+MAX_HOP = 4096
+
+
+def _check_range(name: str, value: int, upper: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= upper:
+        raise ValueError(f"{name} must be an integer from 1 to {upper}, not {value!r}")
 
 
 class _Conv1d(nn.Module):

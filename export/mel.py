@@ -43,7 +43,6 @@ __all__ = [
     "mel_magnitude",
     "wav_to_mel",
     "silence_value",
-    "log_mel_l1",
     "mel_config_for",
     "DEFAULT_VOCODER_MEL",
     "HIFIGAN_JIK876_22K",
@@ -245,7 +244,7 @@ def mel_magnitude(wav: np.ndarray, cfg: MelConfig) -> np.ndarray:
     """Linear mel magnitude [n_mels, len // hop] (before clamp/log), float32.
 
     Exposed separately because comparisons between configs must happen on this quantity
-    (see ``log_mel_l1``), not on values in each config's own log/normalised units.
+    (see :func:`hifitrt.export.parity.log_mel_l1`), not on values in each config's own log/normalised units.
     """
     x = torch.from_numpy(np.ascontiguousarray(_as_float_wav(wav, cfg)))
     n = x.shape[0]
@@ -302,23 +301,6 @@ def silence_value(cfg: MelConfig) -> float:
     Zero input gives zero mel magnitude, which the clamp turns into ``clamp_min`` in every bin.
     """
     return float(_log_and_normalise(np.zeros((1, 1), np.float32), cfg)[0, 0])
-
-
-def log_mel_l1(ref_wav: np.ndarray, test_wav: np.ndarray, cfg: MelConfig) -> float:
-    """Mean |ln max(c, M_ref) - ln max(c, M_test)| over mel bins and frames.
-
-    M is ``mel_magnitude`` under ``cfg`` (so cfg's log base and normalisation are ignored on
-    purpose: the result is always in natural-log units, comparable across configs), c is
-    ``cfg.clamp_min``. Frames are compared up to the shorter signal. 0 means identical mel
-    magnitudes; 0.1 is roughly a 10 % average magnitude error; a +6 dB gain alone gives ~0.69.
-    """
-    a = mel_magnitude(ref_wav, cfg)
-    b = mel_magnitude(test_wav, cfg)
-    t = min(a.shape[1], b.shape[1])
-    c = np.float32(cfg.clamp_min)
-    la = np.log(np.maximum(a[:, :t], c))
-    lb = np.log(np.maximum(b[:, :t], c))
-    return float(np.mean(np.abs(la - lb)))
 
 
 # ---------------------------------------------------------------------------- named configs

@@ -25,7 +25,6 @@ batch 1 and 2 at short (32), medium (~216) and long (> 1000) frame counts; anyth
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import io
@@ -41,12 +40,18 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import ExportError, HifitrtError, ParityError
+from .load import Vocoder, load_vocoder
+from .ort import CPU, make_session
+from .parity import FP32_MAX_ABS_ERROR
+from .precision import PrecisionPlan, plan_fp16
+from .reference import TorchRunner
+from .speech_inputs import calibration_mels, parity_batches
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 SUPPORTED_OPSETS = (17, 18, 19, 20)
-FP32_ATOL = 1e-4
+FP32_ATOL = FP32_MAX_ABS_ERROR
 # Ops that must never reach an inference graph (randomness or training-mode behaviour).
 TRAINING_OPS = {"Dropout", "RandomNormal", "RandomNormalLike", "RandomUniform",
                 "RandomUniformLike", "Multinomial", "Bernoulli"}
@@ -157,10 +162,7 @@ def build_model(vocoder: Any, opset: int = DEFAULT_OPSET):
 def verify_fp32(onnx_path: Path, vocoder: Any, *, lengths: Sequence[str] = ("short", "medium", "long"),
                 atol: float = FP32_ATOL, reference: Any = None, threads: int | None = None) -> Dict[str, Any]:
     """ORT CPU vs PyTorch max abs error at batch 1 and 2 per length; ParityError above atol."""
-    from .ort import CPU, make_session
-    from .speech_inputs import TorchReference, parity_batches
-
-    reference = reference or TorchReference(vocoder.module)
+    reference = reference or TorchRunner(vocoder.module, cache=True)
     session = make_session(onnx_path, providers=[CPU], threads=threads)
     spec = vocoder.spec
     results: Dict[str, Any] = {"atol": atol, "cases": []}
@@ -212,7 +214,7 @@ def export_onnx(vocoder: Any, path: str | os.PathLike[str], *, opset: int = DEFA
     The graph is written to a temp file beside ``path``, checked and (``verify``) compared with
     PyTorch; only then it replaces ``path``. Any failure leaves no file. ``lengths`` and
     ``atol`` (None: 1e-4 for every architecture, NSF included) tune the parity check; ``reference`` is a shared
-    :class:`~hifitrt.export.speech_inputs.TorchReference` (caches PyTorch outputs).
+    :class:`~hifitrt.export.reference.TorchRunner` (with ``cache=True`` it keeps PyTorch outputs).
     """
     import onnx
 
@@ -239,46 +241,48 @@ def export_onnx(vocoder: Any, path: str | os.PathLike[str], *, opset: int = DEFA
     return OnnxExport(path=target, sha256=digest, seconds=seconds, parity=parity)
 
 
-# ------------------------------------------------------------------------------------ CLI
+# ------------------------------------------------------------------------------------ export
+@dataclass
+class ExportResult:
+    """What :func:`export_vocoder` wrote: the verified fp32 export and, for fp16, the plan.
 
-
-def export_cli(args: argparse.Namespace) -> int:
-    """``tts-build-engine export SOURCE [--voice V] -o OUT.onnx [--precision fp32|fp16]``.
-
-    fp32: OUT.onnx is the verified FP32 graph. fp16: OUT.onnx is the planned FP16 graph
-    (FP32 IO), OUT.plan.json the precision plan, and OUT.fp32.onnx the FP32 graph it was
+    fp32: ``output`` is the verified FP32 graph. fp16: ``output`` is the planned FP16 graph
+    (FP32 IO), ``plan_path`` the precision plan, and ``fp32.path`` the FP32 graph it was
     derived from (kept because engines and re-planning start from it).
     """
-    from .load import load_vocoder
-    from .precision import plan_fp16
-    from .speech_inputs import TorchReference, parity_batches
 
+    output: Path
+    precision: str
+    fp32: OnnxExport
+    plan: PrecisionPlan | None = None
+    plan_path: Path | None = None
+    calibration: str | None = None
+    seconds: float = 0.0
+
+
+def export_vocoder(source: str | os.PathLike[str], output: str | os.PathLike[str], *, voice: str | None = None,
+                   precision: str = "fp32", opset: int = DEFAULT_OPSET) -> ExportResult:
+    """``tts-build-engine export``: load ``source``, export verified FP32 ONNX, plan FP16 if asked.
+
+    The FP16 plan is calibrated on :func:`~hifitrt.export.speech_inputs.calibration_mels`, the
+    same mels ``build`` plans on, so both produce the same plan (same kept islands) for the
+    same source.
+    """
     start = time.perf_counter()
-    out = Path(args.output)
+    out = Path(output)
     if out.suffix != ".onnx":
         raise ExportError(f"{out}: output must end in .onnx")
-    opset = check_opset(getattr(args, "opset", DEFAULT_OPSET))
-    vocoder = load_vocoder(args.source, voice=getattr(args, "voice", None))
-    reference = TorchReference(vocoder.module)
-    precision = getattr(args, "precision", "fp32")
+    if precision not in ("fp32", "fp16"):
+        raise ExportError(f"unknown precision {precision!r}: use fp32 or fp16")
+    opset = check_opset(opset)
+    vocoder = load_vocoder(source, voice=voice)
+    reference = TorchRunner(vocoder.module, cache=True)
     fp32_path = out if precision == "fp32" else out.with_suffix(".fp32.onnx")
-    result = export_onnx(vocoder, fp32_path, opset=opset, reference=reference)
-    for case in result.parity["cases"]:
-        print(f"fp32 parity {case['length']:>6} {case['frames']:>5} frames batch {case['batch']}: "
-              f"max abs {case['max_abs']:.2e}")
-    if precision == "fp16":
-        plan_path = out.with_suffix(".plan.json")
-        # Calibrate on the two utterances of the "medium" parity batch: real speech whose
-        # PyTorch outputs the FP32 verification already computed (the reference caches them),
-        # so planning adds no PyTorch forward, the slowest step on CPU.
-        mels = list(parity_batches(vocoder.spec, ["medium"])["medium"])
-        plan = plan_fp16(fp32_path, out, plan_path, vocoder, mels, reference=reference)
-        kept = sorted({r["reason"].removeprefix("island:") for r in plan.reasons.values()})
-        print(f"fp16 plan: {len(plan.fp32_nodes)} node(s) kept FP32 ({', '.join(kept) or 'none'}); "
-              f"SNR {plan.snr_plain_db:.1f} -> {plan.snr_plan_db:.1f} dB, log-mel L1 "
-              f"{plan.log_mel_l1_plain:.4f} -> {plan.log_mel_l1:.4f} (plain -> planned)")
-        print(f"wrote {out}, {plan_path}, {fp32_path} in {time.perf_counter() - start:.1f} s")
-    else:
-        print(f"wrote {out} in {time.perf_counter() - start:.1f} s")
-    return 0
+    fp32 = export_onnx(vocoder, fp32_path, opset=opset, reference=reference)
+    if precision == "fp32":
+        return ExportResult(out, precision, fp32, seconds=time.perf_counter() - start)
+    plan_path = out.with_suffix(".plan.json")
+    mels, calibration = calibration_mels(vocoder.spec)
+    plan = plan_fp16(fp32_path, out, plan_path, vocoder, mels, reference=reference)
+    return ExportResult(out, precision, fp32, plan, plan_path, calibration, time.perf_counter() - start)
 

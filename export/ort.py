@@ -1,58 +1,53 @@
-"""ONNX Runtime sessions on the best execution providers this machine really has.
+"""The one place an ONNX Runtime ``InferenceSession`` is created.
 
-``onnxruntime-gpu`` lists CUDA/TensorRT providers even on machines without a GPU; asking for
-them there logs errors and falls back, so CUDA is requested only when torch also sees a GPU.
+Export verification, FP16 planning, the ONNX Runtime engine (build check and runner) and the
+benchmark all open sessions here, so providers, threads, optimisation level and log level are
+decided once. Full graph optimisation is the default: ORT's fusions are numerically safe for
+FP32, and parity is measured with them on, as users will run.
+
+Which providers an *engine* asks for (CUDA only with a real GPU, the TensorRT EP on request) is
+engine policy and lives in :func:`hifitrt.engines.onnxruntime_engine.choose_providers`; callers
+here name their providers explicitly (CPU by default: export and planning always run on CPU).
 """
 from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 log = logging.getLogger(__name__)
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+TENSORRT_EP = "TensorrtExecutionProvider"
 
 
-def gpu_present() -> bool:
-    """True only when torch sees a CUDA device (torch is the cheap, reliable probe here)."""
-    try:
-        import torch
+def make_session(
+    model: str | os.PathLike[str] | bytes,
+    *,
+    providers: Sequence[Any] = (CPU,),
+    threads: int | None = None,
+    inter_op_threads: int | None = None,
+    optimization_level: str = "ORT_ENABLE_ALL",
+) -> Any:
+    """An ``onnxruntime.InferenceSession`` for ``model`` (a path or serialized bytes).
 
-        return bool(torch.cuda.is_available())
-    except Exception:  # a broken CUDA install must not stop CPU work
-        return False
-
-
-def default_providers() -> list[str]:
-    """CUDA first when a GPU is present and ORT was built with CUDA, always CPU last."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    providers = []
-    if gpu_present() and CUDA in available:
-        providers.append(CUDA)
-    providers.append(CPU)
-    return providers
-
-
-def make_session(path: str | os.PathLike[str], providers: Sequence[str] | None = None,
-                 threads: int | None = None):
-    """An ``onnxruntime.InferenceSession`` for ``path``.
-
-    ``providers`` None picks :func:`default_providers`; ``threads`` sets the intra-op pool
-    (None: ORT's default, one per core). Full graph optimisation is on: ORT's fusions are
-    numerically safe for FP32 (parity is measured with them on, as users will run).
+    ``providers``: names or ``(name, options)`` pairs in priority order. ``threads`` sets the
+    intra-op pool (None or 0: ORT's default, one per core); ``inter_op_threads`` the inter-op
+    pool (only used by parallel execution mode; benchmarks pin it to 1). ``optimization_level``
+    is a ``GraphOptimizationLevel`` member name. ORT's own exceptions propagate: callers turn
+    them into the one-line error their context needs (export: ExportError, engine: EngineError).
     """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, optimization_level)
+    options.log_severity_level = 3  # fallbacks are reported by hifitrt itself
     if threads:
         options.intra_op_num_threads = int(threads)
-    chosen = list(providers) if providers else default_providers()
-    log.debug("onnxruntime session for %s on %s", Path(path).name, chosen)
-    return ort.InferenceSession(str(path), options, providers=chosen)
+    if inter_op_threads:
+        options.inter_op_num_threads = int(inter_op_threads)
+    chosen = list(providers) if providers else [CPU]
+    target = model if isinstance(model, bytes) else os.fspath(model)
+    log.debug("onnxruntime session on %s", chosen)
+    return ort.InferenceSession(target, sess_options=options, providers=chosen)

@@ -45,6 +45,10 @@ import numpy as np
 
 from ..atomic import atomic_path, write_text
 from ..errors import ExportError
+from .mel import mel_config_for
+from .ort import CPU, make_session
+from .parity import FP16_MAX_LOG_MEL_L1, FP16_PLAN_SNR_DB, log_mel_l1, snr_db
+from .reference import TorchRunner
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +64,9 @@ TOP_N = 25
 # trying optional islands. The log-mel margin is a factor: the calibration clips are a few
 # sentences, and on the random-weight nets the shortest fixture measured up to 2x the L1 of
 # a 2 s sentence (mostly quiet frames, where FP16 noise is loudest relative to the signal).
-TARGET_SNR_DB = 50.0
+TARGET_SNR_DB = FP16_PLAN_SNR_DB
 TARGET_MARGIN_DB = 10.0
-MAX_LOG_MEL_L1 = 0.01
+MAX_LOG_MEL_L1 = FP16_MAX_LOG_MEL_L1
 LOG_MEL_MARGIN = 0.5
 # Costly islands (a whole upsampling stage: up to ~40 % of a HiFi-GAN's MACs) are tried for
 # SNR only below this smaller margin; above it they must be needed for log-mel L1.
@@ -97,6 +101,12 @@ class PrecisionPlan:
     log_mel_l1_plain: float = float("nan")
     targets: Dict[str, float] = field(default_factory=dict)
 
+    @property
+    def kept_islands(self) -> List[str]:
+        """Why nodes stay FP32, one entry per reason (``overflow``, island names): the summary
+        two plans of the same source must agree on."""
+        return sorted({r["reason"].removeprefix("island:") for r in self.reasons.values()})
+
     def to_dict(self) -> Dict[str, Any]:
         data = asdict(self)
         data["schema"] = "hifitrt.precision-plan"
@@ -126,8 +136,6 @@ def calibrate(model: Any, mels: Sequence[np.ndarray]) -> Dict[str, float]:
     """{node name: max |output|} of the FP32 graph over ``mels`` (each [C, T])."""
     import onnx
 
-    from .ort import CPU, make_session
-
     tensors = float_tensors(model)
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
@@ -135,7 +143,7 @@ def calibrate(model: Any, mels: Sequence[np.ndarray]) -> Dict[str, float]:
     for name in tensors:
         if name not in existing:
             probe.graph.output.append(onnx.ValueInfoProto(name=name))
-    session = _session_from_model(probe, make_session, CPU)
+    session = make_session(probe.SerializeToString(), providers=[CPU])
     names = [o.name for o in session.get_outputs()]
     peaks: Dict[str, float] = {}
     for mel in mels:
@@ -147,17 +155,6 @@ def calibrate(model: Any, mels: Sequence[np.ndarray]) -> Dict[str, float]:
             peak = float(np.max(np.abs(value)))
             peaks[node] = max(peaks.get(node, 0.0), peak)
     return peaks
-
-
-def _session_from_model(model: Any, make_session: Any, provider: str) -> Any:
-    import tempfile
-
-    import onnx
-
-    with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / "m.onnx"
-        onnx.save(model, str(p))
-        return make_session(p, providers=[provider])
 
 
 # ------------------------------------------------------------------------------ conversion
@@ -278,22 +275,12 @@ def check_io_fp32(model: Any) -> None:
 
 
 def _run(model: Any, mels: Sequence[np.ndarray]) -> List[np.ndarray]:
-    from .ort import CPU, make_session
-
-    session = _session_from_model(model, make_session, CPU)
+    session = make_session(model.SerializeToString(), providers=[CPU])
     return [session.run(["wav"], {"mel": m[None]})[0] for m in mels]
 
 
 def _snr(refs: Sequence[np.ndarray], outs: Sequence[np.ndarray]) -> float:
-    from .speech_inputs import snr_db
-
     return snr_db(np.concatenate([r.ravel() for r in refs]), np.concatenate([o.ravel() for o in outs]))
-
-
-def _log_mel_l1(ref: np.ndarray, out: np.ndarray, cfg: Any) -> float:
-    from .mel import log_mel_l1
-
-    return log_mel_l1(ref.ravel(), out.ravel(), cfg) if np.all(np.isfinite(out)) else float("inf")
 
 
 @dataclass
@@ -312,7 +299,7 @@ class _Measured:
 
 def _measure(model: Any, mels: Sequence[np.ndarray], refs: Sequence[np.ndarray], cfg: Any) -> _Measured:
     outs = _run(model, mels)
-    return _Measured(outs, _snr(refs, outs), [_log_mel_l1(r, o, cfg) for r, o in zip(refs, outs)])
+    return _Measured(outs, _snr(refs, outs), [log_mel_l1(r, o, cfg) for r, o in zip(refs, outs)])
 
 
 def _snr_stop(island: Dict[str, Any]) -> float:
@@ -443,15 +430,12 @@ def plan_fp16(fp32_path: str | Path, out_path: str | Path, plan_path: str | Path
     import onnx
     import onnxconverter_common
 
-    from .mel import mel_config_for
-    from .speech_inputs import TorchReference
-
     start = time.perf_counter()
     mels = [np.ascontiguousarray(m, dtype=np.float32) for m in mels]
     if not mels:
         raise ExportError("FP16 planning needs at least one calibration mel")
     model = onnx.load(str(fp32_path))
-    reference = reference or TorchReference(vocoder.module)
+    reference = reference or TorchRunner(vocoder.module, cache=True)
     refs = [reference(m[None]) for m in mels]
 
     log.info("fp16 plan: calibrating %d node outputs on %d mels", len(model.graph.node), len(mels))
@@ -566,11 +550,7 @@ def evaluate_fp16(fp16_path: str | Path, vocoder: Any, mels: Dict[str, np.ndarra
     The plan is decided on a few calibration sentences; this is the per-utterance check on
     any set (e.g. every speech fixture), run by ONNX Runtime CPU one utterance at a time.
     """
-    from .mel import mel_config_for
-    from .ort import CPU, make_session
-    from .speech_inputs import TorchReference, snr_db
-
-    reference = reference or TorchReference(vocoder.module)
+    reference = reference or TorchRunner(vocoder.module, cache=True)
     session = make_session(fp16_path, providers=[CPU])
     cfg = mel_config_for(vocoder.spec)
     out: Dict[str, Dict[str, Any]] = {}
@@ -580,6 +560,6 @@ def evaluate_fp16(fp16_path: str | Path, vocoder: Any, mels: Dict[str, np.ndarra
         got = session.run(["wav"], {"mel": x})[0]
         finite = bool(np.all(np.isfinite(got)))
         out[name] = {"frames": int(mel.shape[-1]), "snr_db": snr_db(ref, got),
-                     "log_mel_l1": _log_mel_l1(ref, got, cfg),
+                     "log_mel_l1": log_mel_l1(ref, got, cfg),
                      "finite": finite}
     return out

@@ -6,20 +6,30 @@ silence), not noise. The repo ships real Mandarin speech (:mod:`hifitrt.export.f
 WAVs resampled to its rate and analysed with its own mel configuration
 (:func:`hifitrt.export.mel.mel_config_for`); NSF models get two extra rows, a smooth pitch
 contour in Hz (continuous through unvoiced frames, as KAN-TTS interpolates F0) and a 0/1
-voicing flag from frame energy. This module is the one place that makes such inputs.
+voicing flag from frame energy. This module is the one place that makes such inputs:
+
+* :func:`speech_mels` / :func:`fixture_inputs` — the utterances;
+* :class:`SpeechSource` (:func:`fixture_speech`) — crops of any length for parity sweeps;
+* :func:`calibration_mels` — the FP16 calibration set: ``export --precision fp16``, ``build``
+  and ``scripts/fp16_parity_table.py`` all plan on exactly these mels, so they produce the
+  same precision plan for the same source;
+* :func:`parity_batches` — batches of two utterances per length for export verification.
 """
 from __future__ import annotations
 
-import hashlib
+import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, Sequence
 
 import numpy as np
-import torch
 
+from ..errors import FixtureError
 from .fixtures import fixture_mels, fixture_wavs
+from .mel import mel_config_for, wav_to_mel
 from .spec import VocoderSpec
+
+_LOG = logging.getLogger(__name__)
 
 SHORT_FRAMES = 32
 LENGTHS = ("short", "medium", "long")
@@ -54,8 +64,6 @@ def with_pitch(mel: np.ndarray, spec: Any) -> np.ndarray:
 
 def analyse_wav(wav: np.ndarray, rate: int, spec: Any) -> np.ndarray:
     """A WAV as this vocoder's input: resampled, mel in its own config, pitch/uv for NSF."""
-    from .mel import mel_config_for, wav_to_mel
-
     mel = wav_to_mel(_resample(wav, rate, spec.sample_rate), mel_config_for(spec))
     return with_pitch(mel, spec)
 
@@ -139,52 +147,87 @@ def fixture_inputs(spec: VocoderSpec, names: Sequence[str] | None = None) -> Dic
     return {k: v for k, v in speech_mels(spec).items() if names is None or k in names}
 
 
-def _key(item: np.ndarray) -> str:
-    h = hashlib.sha1(np.ascontiguousarray(item).tobytes())
-    h.update(str(item.shape).encode())
-    return h.hexdigest()
-
-
+# ------------------------------------------------------------------------------------ crops
 @dataclass
-class TorchReference:
-    """PyTorch FP32 outputs of one module, computed once per distinct input item.
+class SpeechSource:
+    """Real-speech mels in one vocoder's input space ([C, T] each) and how they were made."""
 
-    Export verification, FP16 planning and parity all compare against the same PyTorch
-    output; on a 2-core CPU the reference forward is the slowest step, so items (one [C, T]
-    mel each) are cached by content. Items of one call run together as one batch.
+    utterances: Dict[str, np.ndarray]
+    origin: str
+
+    def crop(self, frames: int, index: int = 0) -> tuple[np.ndarray, str]:
+        """``frames`` frames of speech (utterances concatenated, rotated by ``index``).
+
+        Different ``index`` values start at different utterances and offsets, so the items of
+        a batch are different speech of the same length.
+        """
+        names = list(self.utterances)
+        n = len(names)
+        order = names[index % n:] + names[:index % n]
+        total = sum(self.utterances[k].shape[1] for k in order)
+        offset = (index // n) * 37 % max(1, total)  # a deterministic shift for index >= n
+        reps = 1 + (frames + offset) // max(1, total)
+        joined = np.concatenate([self.utterances[k] for k in order] * (reps + 1), axis=1)
+        crop = joined[:, offset:offset + frames]
+        label = order[0] if frames + offset <= self.utterances[order[0]].shape[1] else f"{order[0]}+"
+        return np.ascontiguousarray(crop, dtype=np.float32), label
+
+
+def fixture_speech(spec: Any) -> SpeechSource:
+    """The repo's speech fixtures in ``spec``'s input space, as a :class:`SpeechSource`."""
+    origin = ("speech fixtures (mels)" if uses_shipped_mels(spec)
+              else f"speech fixtures re-analysed at {spec.sample_rate} Hz, hop {spec.hop}")
+    return SpeechSource(speech_mels(spec), origin)
+
+
+# ------------------------------------------------------------------------------------ calibration
+CALIBRATION_ITEMS = 4
+CALIBRATION_MAX_FRAMES = 400
+
+
+def calibration_mels(spec: Any, max_items: int = CALIBRATION_ITEMS,
+                     max_frames: int = CALIBRATION_MAX_FRAMES) -> tuple[list[np.ndarray], str]:
+    """(float32 [in_channels, T] mels, a few words on where they came from) to plan precision on.
+
+    The planner runs the fp32 and fp16 graphs on these to find layers that overflow or lose
+    accuracy, so they must look like what the vocoder will see in service (voicing, pauses,
+    silence). Preferred: ``max_items`` speech fixtures spread over the length range, each cut to
+    ``max_frames``; smooth synthetic mels of the right channel count only when no fixtures are
+    installed (with a warning).
     """
-
-    module: torch.nn.Module
-
-    def __post_init__(self) -> None:
-        self._cache: Dict[str, np.ndarray] = {}
-
-    @torch.no_grad()
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """float32 [B, C, T] -> float32 [B, 1, T*hop]."""
-        keys = [_key(item) for item in batch]
-        missing = [i for i, k in enumerate(keys) if k not in self._cache]
-        if missing:
-            x = torch.from_numpy(np.ascontiguousarray(batch[missing], dtype=np.float32))
-            y = self.module(x).numpy()
-            for j, i in enumerate(missing):
-                self._cache[keys[i]] = y[j]
-        return np.stack([self._cache[k] for k in keys])
+    try:
+        mels = _spread(list(speech_mels(spec).values()), max_items, max_frames)
+        return mels, f"{len(mels)} speech fixtures in the vocoder's feature space"
+    except (FixtureError, OSError, ValueError) as exc:
+        _LOG.warning("speech fixtures unavailable (%s); calibrating FP16 on synthetic mels", exc)
+    mels = synthetic_mels(spec.in_channels, nsf=bool(spec.nsf), count=max_items)
+    return mels, f"{len(mels)} synthetic mels"
 
 
-def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    """10 log10(sum ref^2 / sum (ref - test)^2); inf when equal, -inf on NaN/Inf in ``test``."""
-    reference = np.asarray(reference, dtype=np.float64)
-    test = np.asarray(test, dtype=np.float64)
-    if not np.all(np.isfinite(test)):
-        return float("-inf")
-    noise = float(np.sum((reference - test) ** 2))
-    signal = float(np.sum(reference ** 2))
-    if noise == 0.0:
-        return float("inf")
-    return float(10.0 * np.log10(max(signal, 1e-30) / noise))
+def _spread(mels: list[np.ndarray], max_items: int, max_frames: int) -> list[np.ndarray]:
+    """Spread ``max_items`` picks over the (length-sorted) list; cap each at ``max_frames``."""
+    if len(mels) > max_items:
+        idx = np.linspace(0, len(mels) - 1, max_items).round().astype(int)
+        mels = [mels[i] for i in sorted(set(idx.tolist()))]
+    return [np.ascontiguousarray(m[:, :max_frames], dtype=np.float32) for m in mels]
 
 
-def as_batch(items: List[np.ndarray]) -> List[np.ndarray]:
-    """Each [C, T] item as its own [1, C, T] batch (utterances differ in length)."""
-    return [np.ascontiguousarray(m[None], dtype=np.float32) for m in items]
+def synthetic_mels(channels: int, *, nsf: bool = False, count: int = 3, seed: int = 0) -> list[np.ndarray]:
+    """Smooth log-mel-like arrays (values around -11..2, slow in time and frequency)."""
+    rng = np.random.default_rng(seed)
+    mel_channels = channels - 2 if nsf else channels
+    result = []
+    for i in range(count):
+        frames = 64 + 96 * i
+        base = rng.normal(size=(mel_channels, frames)).astype(np.float32)
+        kernel = np.ones(5, dtype=np.float32) / 5
+        base = np.apply_along_axis(lambda r: np.convolve(r, kernel, mode="same"), 1, base)
+        base = np.apply_along_axis(lambda c: np.convolve(c, kernel, mode="same"), 0, base)
+        tilt = np.linspace(0.0, -4.0, mel_channels, dtype=np.float32)[:, None]
+        envelope = np.sin(np.linspace(0, np.pi * (2 + i), frames, dtype=np.float32))[None, :] ** 2
+        mel = (-6.0 + tilt + 5.0 * envelope + 1.5 * base).clip(-11.5, 2.5).astype(np.float32)
+        if nsf:
+            pitch, uv = pitch_track(mel)
+            mel = np.concatenate([mel, pitch[None], uv[None]], axis=0)
+        result.append(np.ascontiguousarray(mel, dtype=np.float32))
+    return result

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["VocoderEngine", "accelerate", "pipeline"]
-
 _LAZY = {
     "VocoderEngine": (".engine", "VocoderEngine"),
     "accelerate": (".modelscope", "accelerate"),
     "pipeline": (".modelscope", "pipeline"),
+    "Runner": (".runners", "Runner"),
+    "TorchRunner": (".runners", "TorchRunner"),
+    "OnnxRuntimeRunner": (".runners", "OnnxRuntimeRunner"),
+    "runner_for_engine_dir": (".loading", "runner_for_engine_dir"),
 }
+__all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:

@@ -33,8 +33,13 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ..engines.manifest import Manifest, verify_engine_dir
+from ..engines.profiles import ShapeProfile
 from ..errors import InputError
-from .runners import Runner, TorchRunner, runner_for_engine_dir
+from ..export.reference import TorchRunner
+from ..export.spec import VocoderSpec
+from ..runner import Runner, check_mel
+from .loading import runner_for_engine_dir
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +49,11 @@ __all__ = ["VocoderEngine"]
 class VocoderEngine:
     """A vocoder you call with mels: ``engine(mel)``, ``engine.batch(mels)``, ``engine.stream(mel)``."""
 
-    def __init__(self, runner: Runner, spec: Any, manifest: Any = None,
-                 profiles: Sequence[Any] | None = None) -> None:
+    def __init__(self, runner: Runner, spec: VocoderSpec, manifest: Manifest | None = None,
+                 profiles: Sequence[ShapeProfile] | None = None) -> None:
         self.runner = runner
+        if runner.hop is None:  # lets Runner.infer check every output's length
+            runner.hop = int(spec.hop)
         self.spec = spec
         self.manifest = manifest
         self.profiles = tuple(profiles if profiles is not None else getattr(runner, "profiles", ()) or ())
@@ -60,24 +67,37 @@ class VocoderEngine:
     # -- construction ------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, engine_dir: str | os.PathLike[str], **runner_kwargs: Any) -> "VocoderEngine":
-        """Verify ``engine_dir`` for this machine (hashes, TensorRT version, GPU), then load it."""
-        from ..engines.manifest import verify_engine_dir
-        from ..export.spec import VocoderSpec
+    def load(cls, engine_dir: str | os.PathLike[str], *, threads: int | None = None,
+             **runner_kwargs: Any) -> "VocoderEngine":
+        """Verify ``engine_dir`` for this machine (hashes, TensorRT version, GPU), then load it.
 
+        ``threads``: intra-op threads for CPU backends (ONNX Runtime, OpenVINO; None: their
+        default, one per core). ``runner_kwargs`` go to the backend's runner (TensorRT:
+        ``trt_module``, ``device``, ``max_contexts``).
+        """
         manifest = verify_engine_dir(engine_dir, for_this_machine=True)
-        spec_data = manifest.source["spec"] if isinstance(manifest.source, dict) else manifest.source.spec
-        spec = spec_data if hasattr(spec_data, "hop") else VocoderSpec.from_dict(spec_data)
-        runner = runner_for_engine_dir(Path(engine_dir), manifest, **runner_kwargs)
-        return cls(runner, spec, manifest=manifest)
+        runner = runner_for_engine_dir(Path(engine_dir), manifest, threads=threads, **runner_kwargs)
+        return cls(runner, manifest.spec, manifest=manifest)
 
     @classmethod
-    def from_vocoder(cls, vocoder: Any) -> "VocoderEngine":
-        """PyTorch reference engine (same batching/streaming code) for comparisons."""
-        return cls(TorchRunner(vocoder.module), vocoder.spec)
+    def from_vocoder(cls, vocoder: Any, profiles: Sequence[Any] | None = None) -> "VocoderEngine":
+        """PyTorch engine (same validation, batching and streaming code as a built engine).
+
+        ``profiles`` bound the frames of one PyTorch call (longer mels are chunked with full
+        context, so memory stays flat on any length); None: every mel in one call.
+        """
+        spec = vocoder.spec
+        return cls(TorchRunner(vocoder.module, hop=spec.hop, in_channels=spec.in_channels), spec, profiles=profiles)
 
     def close(self) -> None:
+        self._closed = True
         self.runner.close()
+
+    def _require_open(self) -> None:
+        if getattr(self, "_closed", False):
+            from ..errors import EngineError
+
+            raise EngineError("this VocoderEngine is closed; load the engine again (VocoderEngine.load)")
 
     def __enter__(self) -> "VocoderEngine":
         return self
@@ -100,12 +120,14 @@ class VocoderEngine:
 
     def __call__(self, mel: Any) -> np.ndarray:
         """mel [C, T] -> wav [T*hop]; [B, C, T] -> [B, T*hop] (float32)."""
+        self._require_open()
         x, squeeze = self._validate(mel)
         wav = self._run(x)
         return wav[0] if squeeze else wav
 
     def batch(self, mels: Sequence[Any]) -> list[np.ndarray]:
         """One wav per mel ([C, T_i] each), each exactly ``T_i * hop`` samples."""
+        self._require_open()
         items = []
         for i, mel in enumerate(mels):
             x, squeeze = self._validate(mel, what=f"mel {i}")
@@ -130,8 +152,10 @@ class VocoderEngine:
 
     def stream(self, mel: Any, chunk_frames: int = 64) -> Iterator[np.ndarray]:
         """Yield wav chunks for frames [s, s+chunk_frames) whose concatenation equals ``self(mel)``."""
-        if chunk_frames < 1:
-            raise InputError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, (int, np.integer)) or chunk_frames < 1:
+            raise InputError(f"chunk_frames must be a whole number of frames >= 1, got {chunk_frames!r}")
+        chunk_frames = int(chunk_frames)
+        self._require_open()
         x, squeeze = self._validate(mel)
         if x.shape[0] != 1:
             raise InputError(f"stream() takes one mel [channels, frames], got batch {x.shape[0]}")
@@ -143,32 +167,20 @@ class VocoderEngine:
     # -- validation --------------------------------------------------------------------------
 
     def _validate(self, mel: Any, what: str = "mel") -> tuple[np.ndarray, bool]:
+        """User-facing conversion (torch tensors, [C, T] mels), then the runner interface's one
+        rule (:func:`hifitrt.runner.check_mel`) on the whole input, so errors name the user's
+        frames and items rather than those of a chunk."""
         if hasattr(mel, "detach") and hasattr(mel, "cpu"):  # torch tensor
             if not mel.is_floating_point():
                 raise InputError(f"{what} has dtype {mel.dtype}; pass float mel values (float32)")
             mel = mel.detach().cpu().float().numpy()
         arr = np.asarray(mel)
-        if arr.dtype == object or not np.issubdtype(arr.dtype, np.floating):
-            raise InputError(f"{what} has dtype {arr.dtype}; pass float mel values (float32)")
-        if arr.ndim not in (2, 3):
-            raise InputError(f"{what} has shape {arr.shape}; expected [channels, frames] or [batch, channels, frames]")
         squeeze = arr.ndim == 2
         if squeeze:
             arr = arr[None]
-        if arr.shape[1] != self.in_channels:
-            raise InputError(f"{what} has {arr.shape[1]} channels, this vocoder expects {self.in_channels}"
-                             + (" (mels + pitch + uv)" if getattr(self.spec, "nsf", False) else ""))
-        if arr.shape[2] == 0 or arr.shape[0] == 0:
-            raise InputError(f"{what} is empty (shape {arr.shape}); pass at least one frame")
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            nan = np.isnan(arr)
-            kind, mask = ("NaN", nan) if nan.any() else ("Inf", bad)
-            frames = np.nonzero(mask.any(axis=(0, 1)))[0]
-            where = f"frame {frames[0]}" if len(frames) == 1 else f"frames {frames[0]}..{frames[-1]}"
-            raise InputError(f"{what} contains {int(mask.sum())} {kind} values at {where}; fix the acoustic model output")
-        return arr, squeeze
+        elif arr.ndim != 3:
+            raise InputError(f"{what} has shape {arr.shape}; expected [channels, frames] or [batch, channels, frames]")
+        return check_mel(arr, self.in_channels, what=what, nsf=bool(getattr(self.spec, "nsf", False))), squeeze
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -221,14 +233,18 @@ class VocoderEngine:
             return max(fitting)
         return self.profiles[idx].batch_max if idx >= 0 else 1
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        """[B, C, T] -> [B, T*hop] respecting profiles (split batches, chunk long mels)."""
+    def _run(self, x: np.ndarray, chunk: bool = True) -> np.ndarray:
+        """[B, C, T] -> [B, T*hop] respecting profiles (split batches, chunk long mels).
+
+        ``chunk=False`` runs a context window as it is: runners not bound to their profiles take
+        a window of ``max_frames`` plus context in one call.
+        """
         batch, _, frames = x.shape
-        if self._too_long(frames):
+        if chunk and self._too_long(frames):
             return np.stack([self._run_chunked(item) for item in x])
         limit = self._batch_limit(frames)
         if batch > limit:
-            return np.concatenate([self._run(x[i:i + limit]) for i in range(0, batch, limit)])
+            return np.concatenate([self._run(x[i:i + limit], chunk) for i in range(0, batch, limit)])
         need = self._min_frames(batch)
         if need > frames:
             padded = np.stack([self._pad_to(item, need) for item in x])
@@ -243,19 +259,24 @@ class VocoderEngine:
         return floor
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
-        wav = self.runner.infer(np.ascontiguousarray(x, dtype=np.float32))
-        wav = np.asarray(wav, dtype=np.float32).reshape(x.shape[0], -1)
-        expected = x.shape[2] * self.hop
-        if wav.shape[1] != expected:
-            raise InputError(f"vocoder returned {wav.shape[1]} samples for {x.shape[2]} frames, expected {expected}")
-        return wav
+        """One runner call; ``Runner.infer`` rejects wrong-length or NaN/Inf output (EngineError)."""
+        return self.runner.infer(x).reshape(x.shape[0], -1)
 
     def _chunk_frames(self) -> int:
+        """Output frames per chunk of a long mel.
+
+        A runner bound to its profiles (TensorRT) gets windows of at most ``max_frames``, so a
+        chunk is what is left after the context; others (ONNX Runtime, PyTorch) run any shape,
+        so a chunk is ``max_frames`` and its window adds the full context. Either way every
+        window carries the whole receptive field and chunked output equals whole output.
+        """
         limit = self.max_frames
         extra = self.left + self.right + (1 if getattr(self.spec, "nsf", False) else 0)
         if limit is None:
             return 1 << 30
-        return limit - extra if limit - extra >= max(1, limit // 4) else max(1, limit // 2)
+        if not self.strict_profiles:
+            return limit
+        return max(1, limit - extra)
 
     def _run_chunked(self, item: np.ndarray) -> np.ndarray:
         total = item.shape[1]
@@ -288,19 +309,21 @@ class VocoderEngine:
         """
         limit = self.max_frames
         nsf = 1 if getattr(self.spec, "nsf", False) else 0
-        if limit is None or frames + self.left + self.right + nsf <= limit:
+        if limit is None or not self.strict_profiles or frames + self.left + self.right + nsf <= limit:
             return self.left, self.right
         room = max(0, limit - frames - nsf)
         total = self.left + self.right
         left = min(self.left, room * self.left // total) if total else 0
         right = min(self.right, room - left)
-        log.warning("profiles (max %d frames) are shorter than %d frames + %d context: chunk seams may differ",
-                    limit, frames, total)
+        if not getattr(self, "_warned_short", False):  # once per engine, not once per chunk
+            self._warned_short = True
+            log.warning("profiles (max %d frames) cannot hold %d frames + %d frames of context: chunked "
+                        "output is NOT exact; rebuild with longer profiles", limit, frames, total)
         return left, right
 
     def _context_run(self, item: np.ndarray, s: int, e: int) -> np.ndarray:
         window, offset = self._window(item, s, e)
-        wav = self._run(window[None])[0]
+        wav = self._run(window[None], chunk=self.strict_profiles)[0]
         return wav[offset * self.hop: (offset + e - s) * self.hop].copy()
 
     def _fix_tails(self, indices: list[int], items: list[np.ndarray], out: list[Any]) -> None:
@@ -312,6 +335,6 @@ class VocoderEngine:
             window, offset = self._window(items[i], s, total)
             by_len.setdefault((window.shape[1], offset), []).append((i, window, s, total))
         for (_, offset), entries in by_len.items():
-            wav = self._run(np.stack([w for _, w, _, _ in entries]))
+            wav = self._run(np.stack([w for _, w, _, _ in entries]), chunk=self.strict_profiles)
             for row, (i, _, s, total) in enumerate(entries):
                 out[i][s * self.hop: total * self.hop] = wav[row, offset * self.hop: (offset + total - s) * self.hop]

@@ -62,10 +62,13 @@ def accelerate(pipeline_or_model: Any, engine: EngineLike | Mapping[str, EngineL
         wanted = dict(engine)
     else:
         wanted = {name: engine for name in voices}
+    # All or nothing: load and check every engine before patching any voice, so a voice that
+    # does not fit leaves the whole pipeline as it was.
     loaded: dict[str, VocoderEngine] = {}
-    for name, target in wanted.items():
-        eng = _load_engine(target, loaded)
+    chosen = {name: _load_engine(target, loaded) for name, target in wanted.items()}
+    for name, eng in chosen.items():
         _check_fits(name, voices[name], eng, getattr(model, "sample_rate", None))
+    for name, eng in chosen.items():
         _install(voices[name], eng)
         log.info("voice %s now vocodes with %r", name, eng)
     return pipeline_or_model

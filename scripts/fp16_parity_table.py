@@ -3,7 +3,7 @@
 For the default vocoder and all eight KAN-TTS configs (random weights, ``--scale`` on the
 weight-norm magnitudes; 0.5 gives speech-level output, see tests/test_precision.py):
 FP32 export verified against PyTorch (max abs error at short/medium/long, batch 1 and 2),
-FP16 plan (calibrated on the two "medium" parity utterances, as the CLI does),
+FP16 plan (calibrated on ``calibration_mels``, the mels ``export --precision fp16`` and ``build`` use),
 then per fixture: waveform SNR and log-mel L1 vs PyTorch FP32, NaN/Inf, against the targets
 (SNR >= 50 dB, log-mel L1 <= 0.01 on every fixture). Prints one row per model and writes the
 details as JSON (``--json``); exits 1 if any model misses a target.
@@ -42,18 +42,19 @@ def vocoder_for(name: str, tmp: Path, scale: float) -> Any:
 def measure(name: str, tmp: Path, scale: float) -> Dict[str, Any]:
     from hifitrt.export.onnx_export import export_onnx
     from hifitrt.export.precision import MAX_LOG_MEL_L1, TARGET_SNR_DB, evaluate_fp16, plan_fp16
-    from hifitrt.export.speech_inputs import TorchReference, fixture_inputs, parity_batches
+    from hifitrt.export.reference import TorchRunner
+    from hifitrt.export.speech_inputs import calibration_mels, fixture_inputs
 
     start = time.perf_counter()
     vocoder = vocoder_for(name, tmp, scale)
-    reference = TorchReference(vocoder.module)
+    reference = TorchRunner(vocoder.module, cache=True)
     d = tmp / name
     d.mkdir(parents=True, exist_ok=True)
     # FP32 export, verified against PyTorch at short/medium/long, batch 1 and 2 (raises if
     # any case exceeds 1e-4); the cases are kept for the table.
     export = export_onnx(vocoder, d / "m.onnx", reference=reference)
     fp32 = export.path
-    mels = list(parity_batches(vocoder.spec, ["medium"])["medium"])
+    mels, _ = calibration_mels(vocoder.spec)
     plan = plan_fp16(fp32, d / "m.fp16.onnx", d / "m.plan.json", vocoder, mels, reference=reference)
     evaluation = evaluate_fp16(d / "m.fp16.onnx", vocoder, fixture_inputs(vocoder.spec),
                                reference=reference)

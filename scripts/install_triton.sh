@@ -13,7 +13,8 @@ VENV="${1:?usage: install_triton.sh VENV_DIR}"
 PY="$VENV/bin/python"
 [ -x "$PY" ] || { echo "install_triton: $PY not found (create the venv first)" >&2; exit 2; }
 
-if "$PY" -m pip show nvidia-pytriton 2>/dev/null | grep -q '^Version: 0.7.0$'; then
+installed=$("$PY" -c "from importlib.metadata import version; print(version('nvidia-pytriton'))" 2>/dev/null || true)
+if [ "$installed" = "0.7.0" ]; then
     echo "[triton] nvidia-pytriton 0.7.0 already installed"
 else
     echo "[triton] installing nvidia-pytriton==0.7.0 (--no-deps: only its bundled tritonserver is used)"

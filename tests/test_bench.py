@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hifitrt.export.synthetic import kantts_configs_dir, random_weight_norm_generator, save_kantts_checkpoint
-from hifitrt.validation.bench import BenchResult, bench_cli, bench_engine
+from hifitrt.validation.bench import BenchResult, bench_engine
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +84,9 @@ def test_bench_fills_every_section_and_round_trips(tiny_engine: Path, tmp_path: 
     assert "x real time" in table and "batch 2" in table and "first chunk" in table
 
 
-def test_bench_cli_rejects_a_directory_without_manifest(tmp_path: Path) -> None:
-    import argparse
+def test_bench_cli_rejects_a_directory_without_manifest(tmp_path: Path, capsys) -> None:
+    from hifitrt.cli import main
 
-    from hifitrt.errors import EngineError
-
-    args = argparse.Namespace(engine_dir=str(tmp_path), json_out=None, max_batch=1, repeats=1)
-    with pytest.raises(EngineError, match="not an engine directory"):
-        bench_cli(args)
+    assert main(["bench", str(tmp_path), "--max-batch", "1", "--repeats", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "not an engine directory" in err and "\n" not in err

@@ -17,7 +17,8 @@ import pytest
 from onnx import helper, numpy_helper
 
 from hifitrt.engines.manifest import artifact_digests, read_manifest, write_manifest
-from hifitrt.validation.check import SourceChangedError, check_engine
+from hifitrt.errors import SourceChangedError
+from hifitrt.validation.check import check_engine
 from hifitrt.validation.golden import tiny_kantts_checkpoint
 
 PROFILES = ["s=dynamic:1-2x8-12-16", "l=dynamic:1-1x17-20-24"]

@@ -19,7 +19,7 @@ import yaml
 
 from hifitrt.engines.build import build_engine
 from hifitrt.engines.machine import DeviceInfo, Machine
-from hifitrt.engines.inspect import inspect_engine_dir
+from hifitrt.engines.describe import inspect_engine_dir
 from hifitrt.engines.manifest import read_manifest, verify_engine_dir
 from hifitrt.engines.onnxruntime_engine import read_session_config
 from hifitrt.export import synthetic

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hifitrt.engines.backends import backend_for
 from hifitrt.engines.machine import DeviceInfo, Machine, current_machine, tensorrt_version
-from hifitrt.engines.inspect import inspect_engine_dir
+from hifitrt.engines.describe import inspect_engine_dir
 from hifitrt.engines.manifest import (
     Manifest,
     artifact_digests,
-    check_machine,
     read_manifest,
     update_quick_parity,
     verify_engine_dir,
@@ -176,13 +176,14 @@ def test_machine_checked_without_deserialising(tmp_path: Path) -> None:
     (root / "tensorrt" / "engine.plan").write_bytes(b"definitely not a TensorRT plan")
     data = json.loads((root / "manifest.json").read_text())
     data["artifacts"] = artifact_digests(root, data["artifacts"])
-    (root / "manifest.json").write_text(json.dumps(data))
+    write_manifest(root, Manifest.from_dict(data))  # re-sealed: a hand edit alone is refused
     assert verify_engine_dir(root, machine=Machine(A10G, "10.13.0")).engine_file == "tensorrt/engine.plan"
     with pytest.raises(EngineError, match="Tesla T4"):
         verify_engine_dir(root, machine=Machine(T4, "10.13.0"))
 
 
 def test_compatibility_options_relax_the_check(tmp_path: Path) -> None:
+    check_machine = backend_for("tensorrt").check_machine
     manifest = read_manifest(make_engine_dir(tmp_path / "a", version_compatible=True))
     check_machine(manifest, Machine(A10G, "10.16.1"))  # newer 10.x: fine
     with pytest.raises(EngineError):

@@ -60,12 +60,31 @@ def test_snr_of_white_noise_at_minus_40_db_is_40_db(speech):
     assert m.nonfinite_count == 0 and m.length_mismatch == 0
 
 
-def test_snr_matches_the_definition_and_polygraphy_is_what_computes_it(speech):
+def test_snr_matches_the_definition_and_polygraphy(speech):
+    from polygraphy.comparator import IterationResult, SnrCompareFunc
+    from polygraphy.logger import G_LOGGER
+
     cand = engine_like(speech, 33.0, seed=5)
     ref64, cand64 = speech.astype(np.float64), cand.astype(np.float64)
     expected = 10 * math.log10(np.sum(ref64 ** 2) / np.sum((ref64 - cand64) ** 2))
     assert snr_db(ref64, cand64) == pytest.approx(expected, abs=1e-6)
     assert expected == pytest.approx(33.0, abs=0.01)
+    with G_LOGGER.verbosity(G_LOGGER.CRITICAL + 1):  # `polygraphy run --compare-func snr` agrees
+        result = SnrCompareFunc(snr_threshold=-math.inf)(
+            IterationResult({"wav": ref64}, runner_name="ref"), IterationResult({"wav": cand64}, runner_name="cand"))
+    assert snr_db(ref64, cand64) == pytest.approx(float(result["wav"].snr), abs=1e-6)
+
+
+def test_one_nan_rule_for_snr_and_log_mel_l1(speech):
+    from hifitrt.export.mel import mel_config_for
+    from hifitrt.export.parity import log_mel_l1
+
+    bad = speech.copy()
+    bad[100] = np.nan
+    assert snr_db(speech, bad) == -SNR_CAP_DB
+    assert log_mel_l1(speech, bad, mel_config_for(SR, SR // 100, 80)) == math.inf
+    m = compare_audio(speech, bad, SR, with_pesq=False)  # the report counts NaN, scores the rest
+    assert m.nan_count == 1 and m.snr_db > 40
 
 
 def test_identical_signals_pass_fp16_and_fp32(speech):

@@ -26,7 +26,8 @@ from hifitrt.export.ort import CPU, make_session
 from hifitrt.export.precision import (
     LOG_MEL_MARGIN, MIN_L1_GAIN, _judge, _Measured, convert, evaluate_fp16, plan_fp16,
 )
-from hifitrt.export.speech_inputs import TorchReference, fixture_inputs, parity_batches
+from hifitrt.export.reference import TorchRunner
+from hifitrt.export.speech_inputs import fixture_inputs, parity_batches
 from hifitrt.export.synthetic import (
     generator_params, kantts_configs_dir, random_weight_norm_generator, save_kantts_checkpoint,
 )
@@ -45,7 +46,7 @@ SUBSET = ("hifigan_v1_16k", "hifigan_noncausal_nsf_v1_16k", "hifigan_v1_48k")
 
 def _plan(vocoder, tmp: Path, calibration, lengths=()):
     """FP32 export (verified at ``lengths``), planned FP16, per-fixture evaluation."""
-    reference = TorchReference(vocoder.module)
+    reference = TorchRunner(vocoder.module, cache=True)
     export = export_onnx(vocoder, tmp / "m.onnx", verify=bool(lengths), lengths=lengths,
                          reference=reference)
     if lengths:

@@ -2,8 +2,10 @@
 
 The double (tests/doubles/tensorrt_double.py) models the documented TensorRT 11.x API; the
 engine it "builds" runs the ONNX graph with ONNX Runtime, so these tests check hifitrt's own
-plumbing: strongly typed build settings, profiles, timing cache, plan checks, buffers, shapes,
-profile switching and one execution context per thread. Real-GPU tests: test_tensorrt_gpu.py.
+plumbing: strongly typed build settings, profiles, timing cache, plan checks, buffers, shapes
+and profile switching. The context pool: test_tensorrt_pool.py; version-compatible plans and
+lean runtimes: test_tensorrt_version_compat.py; the double itself against NVIDIA's headers:
+test_tensorrt_double_fidelity.py. Real-GPU tests: test_tensorrt_gpu.py.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ import pytest
 
 from doubles.tensorrt_double import CpuDeviceBackend, inspect_plan, make_tensorrt_double, repack_plan
 from hifitrt.engines.profiles import ShapeProfile, parse_profile, profile_for_shape
-from hifitrt.engines.tensorrt_builder import build_tensorrt_engine
+from hifitrt.engines.machine import DeviceInfo
+from hifitrt.engines.tensorrt_builder import build_tensorrt_engine, timing_cache_file
 from hifitrt.errors import EngineError, InputError
 from hifitrt.runtime.runners import Runner
 from hifitrt.runtime.tensorrt_runner import TensorRTRunner
@@ -110,17 +113,49 @@ def test_timing_cache_from_another_gpu_is_replaced_with_a_warning(onnx_paths, tm
     this_gpu = make_tensorrt_double(compute_capability=(8, 9))
     result = build_tensorrt_engine(onnx_paths["fp32"], tmp_path / "b.plan", PROFILES, timing_cache_path=cache, trt_module=this_gpu)
     assert not result.timing_cache_loaded
-    assert any("does not fit this GPU" in w for w in result.warnings)
+    assert any("is not usable with this GPU/TensorRT" in w and "device property mismatch" in w for w in result.warnings)
     again = build_tensorrt_engine(onnx_paths["fp32"], tmp_path / "c.plan", PROFILES, timing_cache_path=cache, trt_module=this_gpu)
     assert again.timing_cache_loaded  # the saved cache now belongs to this GPU
 
 
-def test_corrupt_timing_cache_does_not_fail_the_build(onnx_paths, tmp_path):
+def test_corrupt_timing_cache_is_not_loaded_and_not_saved_back(onnx_paths, tmp_path):
+    """TensorRT returns a usable (empty) cache for garbage and only logs "The timing cache will
+    not be used!"; that must not count as loaded, and the garbage must not survive the save."""
+    trt = make_tensorrt_double()
     cache = tmp_path / "timing.cache"
-    cache.write_bytes(b"\x00garbage" * 10)
-    result = build_tensorrt_engine(onnx_paths["fp32"], tmp_path / "a.plan", PROFILES, timing_cache_path=cache, trt_module=make_tensorrt_double())
-    assert not result.timing_cache_loaded and result.warnings
-    assert cache.read_bytes() != b"\x00garbage" * 10
+    garbage = b"\x00garbage" * 10
+    cache.write_bytes(garbage)
+    result = build_tensorrt_engine(onnx_paths["fp32"], tmp_path / "a.plan", PROFILES, timing_cache_path=cache, trt_module=trt)
+    assert not result.timing_cache_loaded
+    assert any("Magic tag does not match" in w and "will not be used" in w for w in result.warnings)
+    assert trt.double_env.last_build_stats["timing_cache_hits"] == 0
+    saved = cache.read_bytes()
+    assert saved != garbage and garbage not in saved
+    again = build_tensorrt_engine(onnx_paths["fp32"], tmp_path / "b.plan", PROFILES, timing_cache_path=cache, trt_module=trt)
+    assert again.timing_cache_loaded and again.warnings == ()
+    assert trt.double_env.last_build_stats["timing_cache_misses"] == 0
+
+
+def test_timing_cache_of_another_tensorrt_version_is_not_counted_as_loaded(onnx_paths, tmp_path):
+    cache = tmp_path / "timing.cache"
+    build_tensorrt_engine(onnx_paths["fp32"], tmp_path / "a.plan", PROFILES, timing_cache_path=cache,
+                          trt_module=make_tensorrt_double(version="11.1.0.106"))
+    newer = make_tensorrt_double(version="11.4.0.106")
+    result = build_tensorrt_engine(onnx_paths["fp32"], tmp_path / "b.plan", PROFILES, timing_cache_path=cache, trt_module=newer)
+    assert not result.timing_cache_loaded and any("will not be used" in w for w in result.warnings)
+    assert newer.double_env.last_build_stats["timing_cache_hits"] == 0
+
+
+def test_timing_cache_file_is_named_by_tensorrt_version_and_gpu(tmp_path):
+    l4 = timing_cache_file(tmp_path, "10.16.1.11", DeviceInfo("NVIDIA L4", "8.9"))
+    assert l4 == tmp_path / "timing-10.16.1.11-nvidia-l4-sm89.cache"
+    others = {
+        timing_cache_file(tmp_path, "11.4.0.106", DeviceInfo("NVIDIA L4", "8.9")),
+        timing_cache_file(tmp_path, "10.16.1.11", DeviceInfo("NVIDIA A10G", "8.6")),
+        timing_cache_file(tmp_path, "10.16.1.11", DeviceInfo("NVIDIA A40", "8.6")),
+        timing_cache_file(tmp_path, "10.16.1.11", None),
+    }
+    assert l4 not in others and len(others) == 4
 
 
 def test_version_compatible_sets_lean_runtime_exclusion(onnx_paths, tmp_path):
@@ -262,7 +297,7 @@ def test_profile_set_shape_requires_min_opt_max_order(trt):
 
 def test_missing_or_old_tensorrt_gives_a_clear_error(onnx_paths, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` now raises ImportError
-    with pytest.raises(EngineError, match=r"TensorRT is not installed.*hifitrt\[gpu\].*--backend onnxruntime"):
+    with pytest.raises(EngineError, match=r"TensorRT is not installed.*hifitrt\[gpu-cu12\].*hifitrt\[gpu-cu13\].*--backend onnxruntime"):
         build_tensorrt_engine(onnx_paths["fp32"], tmp_path / "x.plan", PROFILES)
     with pytest.raises(EngineError, match="too old"):
         build_tensorrt_engine(onnx_paths["fp32"], tmp_path / "x.plan", PROFILES, trt_module=make_tensorrt_double("10.11.0.33"))
@@ -290,8 +325,8 @@ def test_runner_matches_onnxruntime_in_every_profile(built, trt, onnx_paths):
             wav = runner.infer(mel)
             assert wav.shape == (batch, 1, frames * HOP) and wav.dtype == np.float32
             np.testing.assert_allclose(wav, reference(onnx_paths["fp32"], mel), rtol=0, atol=1e-6)
-            context = runner._local.slot.context
-            assert context.active_optimization_profile == profile_for_shape(runner.profiles, batch, frames)
+            (slot,) = runner._idle  # one caller: one context, back in the pool after the call
+            assert slot.context.active_optimization_profile == profile_for_shape(runner.profiles, batch, frames)
             assert runner.last_inference_time > 0
         # Buffers are sized for a profile's max shape: one input + one output per profile used.
         assert backend.allocations == 4
@@ -342,35 +377,6 @@ def test_unloadable_plans_raise_engine_error_quoting_tensorrt(built, tmp_path, v
     assert said in str(info.value) and "rebuild" in str(info.value)
 
 
-def test_one_context_per_thread_gives_correct_concurrent_results(built, trt, onnx_paths):
-    runner = TensorRTRunner(built.plan_path, trt_module=trt, device=CpuDeviceBackend())
-    expected = {shape: reference(onnx_paths["fp32"], random_mel(*shape)) for shape in SHAPES}
-    failures: list[str] = []
-    start = threading.Barrier(4)
-
-    def work(offset: int) -> None:
-        start.wait()
-        for i in range(2 * len(SHAPES)):
-            shape = SHAPES[(offset + i) % len(SHAPES)]
-            try:
-                wav = runner.infer(random_mel(*shape))
-                if not np.allclose(wav, expected[shape], rtol=0, atol=1e-6):
-                    failures.append(f"wrong result for {shape}")
-            except Exception as exc:  # collected and asserted below
-                failures.append(repr(exc))
-
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    try:
-        assert failures == []
-        assert runner._engine.double_contexts_created == 4
-    finally:
-        runner.close()
-
-
 def test_double_detects_a_context_shared_between_threads(built, trt):
     runtime = trt.Runtime(trt.Logger())
     engine = runtime.deserialize_cuda_engine(Path(built.plan_path).read_bytes())
@@ -408,8 +414,7 @@ def test_double_context_semantics(built, trt):
     assert context.infer_shapes() == ["mel"]  # switching profile forgets the shapes
     with pytest.raises(RuntimeError):
         context.set_optimization_profile_async(2, 1)
-    with pytest.raises(AttributeError):
-        trt.Runtime(trt.Logger()).engine_host_code_allowed = True
+    assert trt.Runtime(trt.Logger()).engine_host_code_allowed is False  # TensorRT's default
 
 
 def test_closed_runner_refuses_work(built, trt):

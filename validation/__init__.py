@@ -1,6 +1,30 @@
-"""Parity validation: audio metrics between a reference and an engine waveform, and reports.
+"""Parity validation: audio metrics between a reference and an engine waveform, sweeps,
+reports, benchmarks and golden regression baselines.
 
 ``metrics`` holds pure functions of two waveforms (no engine or runtime imports), ``report``
 turns per-shape results into report.json, ``html_report``/``plots`` render the human report.
+Public API (imported lazily)::
+
+    from hifitrt.validation import build_and_verify, check_engine, bench_engine, compare_audio
 """
 from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "build_and_verify": ".verified_build", "VerifiedBuild": ".verified_build", "quick_parity": ".verified_build",
+    "check_engine": ".check", "CheckResult": ".check", "summary_table": ".check",
+    "bench_engine": ".bench", "BenchResult": ".bench",
+    "compare_audio": ".metrics", "Thresholds": ".metrics", "AudioMetrics": ".metrics",
+    "write_report": ".report",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

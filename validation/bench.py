@@ -50,11 +50,17 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .. import __version__
+from ..atomic import write_text
+from ..engines.manifest import Manifest, read_manifest
 from ..errors import EngineError, HifitrtError
+from ..export.load import load_vocoder
+from ..export.speech_inputs import fixture_inputs
+from ..runtime.engine import VocoderEngine
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BenchResult", "bench_engine", "bench_cli", "machine_info", "measure_memory"]
+__all__ = ["BenchResult", "bench_engine", "machine_info", "measure_memory"]
 
 SCHEMA = "hifitrt.bench"
 #: Latency utterances: the fixtures up to this many frames (0.6 s .. 4.2 s of speech by
@@ -111,8 +117,6 @@ class BenchResult:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
 
     def write_json(self, path: str | os.PathLike[str]) -> Path:
-        from ..atomic import write_text
-
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         write_text(target, self.to_json())
@@ -168,58 +172,18 @@ def machine_info(threads: int) -> dict[str, Any]:
         info["onnxruntime"] = onnxruntime.__version__
     except ImportError:
         info["onnxruntime"] = None
-    from .. import __version__
-
     info["hifitrt"] = __version__
     return info
 
 
 # ------------------------------------------------------------------------------------ loading
 
-def _spec_of(manifest: Any) -> Any:
-    from ..export.spec import VocoderSpec
-
-    data = manifest.source["spec"]
-    return data if hasattr(data, "hop") else VocoderSpec.from_dict(data)
-
-
-def load_engine_pinned(engine_dir: str | os.PathLike[str], threads: int) -> Any:
-    """``VocoderEngine`` for ``engine_dir`` with ONNX Runtime pinned to ``threads`` intra-op threads.
-
-    ``VocoderEngine.load`` opens ORT with ORT's default pool (one thread per core); a fair
-    comparison needs the same count as torch, so ORT engines are opened here from the engine's
-    own ``onnxruntime/session.json`` with only the thread counts overridden. Other backends load
-    as usual.
-    """
-    from ..engines.manifest import verify_engine_dir
-    from ..engines.profiles import ShapeProfile
-    from ..runtime.engine import VocoderEngine
-
-    manifest = verify_engine_dir(engine_dir, for_this_machine=True)
-    if manifest.backend.get("name") != "onnxruntime":
-        return VocoderEngine.load(engine_dir)
-    from ..engines.onnxruntime_engine import read_session_config
-    from ..runtime.runners import OnnxRuntimeRunner
-
-    config = read_session_config(engine_dir)
-    options = config.session_options()
-    options.intra_op_num_threads = int(threads)
-    options.inter_op_num_threads = 1
-    profiles = [ShapeProfile.from_dict(p) for p in manifest.profiles]
-    runner = OnnxRuntimeRunner(Path(engine_dir) / config.model, providers=config.providers_here(engine_dir),
-                               profiles=profiles, session_options=options)
-    return VocoderEngine(runner, _spec_of(manifest), manifest=manifest, profiles=profiles)
-
-
-def load_torch_reference(manifest: Any) -> tuple[Any, list[str]]:
+def load_torch_reference(manifest: Manifest) -> tuple[VocoderEngine, list[str]]:
     """PyTorch FP32 eager ``VocoderEngine`` for the engine's recorded source, plus notes."""
-    from ..export.load import load_vocoder
-    from ..runtime.engine import VocoderEngine
-
     source = manifest.source
     vocoder = load_vocoder(source["location"], voice=source.get("voice"))
     notes = []
-    built = _spec_of(manifest).digest
+    built = manifest.spec.digest
     if vocoder.spec.digest != built:
         notes.append(f"the source {source['location']!r} now has weights {vocoder.spec.digest[:12]}, "
                      f"the engine was built from {built[:12]}: PyTorch numbers are for the current weights")
@@ -237,8 +201,6 @@ class BenchInputs:
 
 def bench_inputs(spec: Any, max_frames: int = DEFAULT_MAX_FRAMES) -> BenchInputs:
     """Real speech adapted to ``spec``: the latency utterances and a pool for throughput items."""
-    from ..export.speech_inputs import fixture_inputs
-
     everything = fixture_inputs(spec)
     chosen: dict[str, np.ndarray] = {}
     for name, mel in everything.items():  # shortest first; skip near-duplicate lengths (< 25 % longer)
@@ -320,8 +282,6 @@ def _memory_child(request: dict[str, Any]) -> dict[str, Any]:
     import onnxruntime  # noqa: F401  - both children import the same libraries before the baseline
     import torch
 
-    from ..engines.manifest import read_manifest
-
     threads = int(request["threads"])
     torch.set_num_threads(threads)
     manifest = read_manifest(request["engine_dir"])
@@ -330,7 +290,7 @@ def _memory_child(request: dict[str, Any]) -> dict[str, Any]:
     if request["backend"] == "torch":
         engine, _ = load_torch_reference(manifest)
     else:
-        engine = load_engine_pinned(request["engine_dir"], threads)
+        engine = VocoderEngine.load(request["engine_dir"], threads=threads)
     loaded_kb = _proc_status_kb("VmRSS")
     for path in request["inputs"]:
         engine(np.load(path, allow_pickle=False))
@@ -409,7 +369,7 @@ def bench_engine(engine_dir: str | os.PathLike[str], *, max_batch: int = 4, repe
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        engine = load_engine_pinned(engine_dir, threads)
+        engine = VocoderEngine.load(engine_dir, threads=threads)  # ORT pinned like torch
         ref, notes = load_torch_reference(engine.manifest)
         inputs = bench_inputs(engine.spec, max_frames)
         sides = (("engine", engine), ("torch", ref))
@@ -569,19 +529,3 @@ def format_table(r: BenchResult) -> str:
         lines.append(f"note: {note}")
     lines.append(f"bench took {r.wall_seconds:.1f} s")
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------ CLI
-
-def bench_cli(args: Any) -> int:
-    """``tts-build-engine bench ENGINE_DIR [--json OUT] [--max-batch N] [--repeats N]``."""
-    engine_dir = Path(args.engine_dir)
-    if not (engine_dir / "manifest.json").is_file():
-        raise EngineError(f"{engine_dir} is not an engine directory (no manifest.json); build one with 'tts-build-engine build'")
-    result = bench_engine(engine_dir, max_batch=int(args.max_batch), repeats=int(args.repeats),
-                          threads=getattr(args, "threads", None),
-                          progress=lambda line: print(line, file=sys.stderr, flush=True))
-    print(result.table())
-    if getattr(args, "json_out", None):
-        print(f"wrote {result.write_json(args.json_out)}")
-    return 0

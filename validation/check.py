@@ -12,6 +12,7 @@ written. Default thresholds follow the manifest's precision (fp16: SNR >= 40 dB,
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -19,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from ..errors import HifitrtError
+import numpy as np
+
+from ..errors import HifitrtError, OutputError, SourceChangedError, ThresholdError
 from .metrics import Thresholds
 from .report import CaseResult, ReportPaths, write_report
 from .sweep import SweepResult, run_sweep, speech_for
@@ -27,10 +30,6 @@ from .sweep import SweepResult, run_sweep, speech_for
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
-
-
-class SourceChangedError(HifitrtError):
-    """The vocoder the manifest points at is not the one the engine was built from."""
 
 
 @dataclass
@@ -113,7 +112,16 @@ def thresholds_for(manifest: Any, thresholds: Thresholds | Mapping[str, Any] | I
     if isinstance(thresholds, Thresholds):
         return thresholds
     base = Thresholds.for_precision(manifest.precision)
-    return base if not thresholds else base.with_overrides(thresholds)  # type: ignore[arg-type]
+    if not thresholds:
+        return base
+    changed = base.with_overrides(thresholds)  # type: ignore[arg-type]
+    for name, value in dataclasses.asdict(changed).items():
+        if name != "preset" and value is not None and (not math.isfinite(float(value)) or float(value) < 0):
+            raise ThresholdError(f"threshold {name}={value}: must be a finite number >= 0 (or 'off')")
+    overridden = sorted(k for k, v in dataclasses.asdict(changed).items() if getattr(base, k) != v)
+    # The report must not call an overridden set the fp16/fp32 thresholds.
+    return dataclasses.replace(changed, preset=f"{base.preset} with {', '.join(overridden)} overridden") \
+        if overridden else changed
 
 
 def check_engine(
@@ -135,22 +143,34 @@ def check_engine(
     its digest is still checked against the manifest.
     """
     from ..engines.manifest import verify_engine_dir
-    from ..export.speech_inputs import TorchReference
-    from ..runtime.runners import runner_for_engine_dir
+    from ..export.reference import TorchRunner
+    from ..runtime.loading import runner_for_engine_dir
 
     root = Path(engine_dir)
     manifest = verify_engine_dir(root)
     vocoder = load_source_for(manifest, root, vocoder)
     limits = thresholds_for(manifest, thresholds)
+    if write:  # fail before the sweep, not after minutes of measuring
+        target = Path(report_dir) if report_dir is not None else root / "report"
+        if target.exists() and not target.is_dir():
+            raise OutputError(f"report directory {target} is an existing file: name a directory for the report")
     spec = vocoder.spec
     speech = speech_for(spec, inputs)
     if progress:
         progress(f"checking {root} ({manifest.backend_name} {manifest.precision}) on {speech.origin}")
-    reference = TorchReference(vocoder.module)
+    reference = TorchRunner(vocoder.module, cache=True)
     runner = runner_for_engine_dir(root, manifest)
     try:
         sweep = run_sweep(runner, reference, spec, manifest.shape_profiles, limits, speech=speech,
                           with_pesq=with_pesq, progress=progress, keep_outputs=keep_outputs)
+        point, case = long_speech_case(runner, reference, spec, manifest.shape_profiles, limits, speech,
+                                       with_pesq=with_pesq)
+        sweep.points.append(point)
+        sweep.cases.append(case)
+        if progress:
+            m = case.metrics
+            progress(f"  [chunked] {point.frames} frames of speech through the runtime's chunking: SNR "
+                     f"{m.snr_db:.1f} dB, max|err| {m.max_abs_error:.2e}" + ("" if case.passed else "  FAIL"))
     finally:
         runner.close()
     paths = None
@@ -162,7 +182,38 @@ def check_engine(
     return CheckResult(root, passed, limits, sweep, paths, manifest)
 
 
-# ------------------------------------------------------------------------------------ CLI
+def long_speech_case(runner: Any, reference: Any, spec: Any, profiles: Sequence[Any], limits: Thresholds,
+                     speech: Any, *, with_pesq: bool = True) -> tuple[Any, CaseResult]:
+    """Speech longer than every profile, vocoded as users get it: chunked by VocoderEngine.
+
+    The sweep runs each profile's shapes directly, so an engine whose profiles cannot hold the
+    receptive field passes every point and still turns long speech into noise at the chunk
+    seams. This case (longest profile + context + 7 frames: at least one seam) is compared
+    with PyTorch on the whole mel, so such an engine fails its check.
+    """
+    from ..export.mel import mel_config_for
+    from ..runtime.engine import VocoderEngine
+    from .report import measure_case
+    from .sweep import SweepPoint
+
+    longest = max(p.frames_max for p in profiles)
+    context = spec.left_context_frames + (0 if spec.causal else spec.right_context_frames) + int(spec.nsf)
+    frames = longest + context + 7
+    mel, name = speech.crop(frames, index=0)
+    ref = reference(mel[None])
+    engine = VocoderEngine(runner, spec, profiles=profiles)
+    try:
+        cand = engine(mel).reshape(1, 1, -1)
+    except Exception as exc:  # noqa: BLE001 - a failing engine is a result, not a crash
+        log.warning("chunked vocoding of %d frames raised %s: %s", frames, type(exc).__name__, exc)
+        cand = np.zeros((1, 1, 0), dtype=np.float32)
+    point = SweepPoint("chunked", "long", 1, frames)
+    case = measure_case(ref, cand, sample_rate=spec.sample_rate, thresholds=limits, profile="chunked:long",
+                        input_name=name, frames=frames, mel_cfg=mel_config_for(spec), with_pesq=with_pesq)
+    return point, case
+
+
+# ------------------------------------------------------------------------------------ summary
 def _num(v: Any, fmt: str) -> str:
     if v is None:
         return "-"
@@ -183,24 +234,5 @@ def summary_table(result: CheckResult) -> str:
     return "\n".join(lines)
 
 
-def check_cli(args: Any) -> int:
-    """``tts-build-engine check ENGINE_DIR``: 1 when a threshold fails (naming metric and shape)."""
-    result = check_engine(args.engine_dir, inputs=list(args.inputs or ()), report_dir=args.report,
-                          thresholds=list(args.threshold or ()))
-    print(summary_table(result))
-    where = result.report.html if result.report and result.report.html else (result.report.json if result.report else None)
-    n = len(result.cases)
-    if not result.passed:
-        print(f"\nFAIL: {len(result.sweep.failed)} of {n} shapes violate the {result.thresholds.preset} thresholds:")
-        for line in result.failure_lines():
-            print(f"  {line}")
-        print(f"report: {where}")
-        return 1
-    worst_snr = min(c.metrics.snr_db for c in result.cases)
-    print(f"\npass: {n} shapes within the {result.thresholds.preset} thresholds "
-          f"(worst SNR {worst_snr:.1f} dB); report: {where}")
-    return 0
-
-
-__all__ = ["CheckResult", "SourceChangedError", "check_cli", "check_engine", "engine_summary",
+__all__ = ["CheckResult", "SourceChangedError", "check_engine", "engine_summary",
            "load_source_for", "summary_table", "thresholds_for"]

@@ -32,12 +32,21 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from hifitrt.errors import HifitrtError, InputError
+from ..errors import InputError, ThresholdError
+from ..export.mel import MelConfig, mel_config_for
+from ..export.parity import (
+    BF16_MAX_LOG_MEL_L1,
+    BF16_MIN_PESQ,
+    FP16_MAX_LOG_MEL_L1,
+    FP16_MIN_SNR_DB,
+    FP32_MAX_ABS_ERROR,
+    SNR_CAP_DB,
+    log_mel_l1,
+    snr_db,
+)
 
 log = logging.getLogger(__name__)
 
-SNR_CAP_DB = 200.0
-"""|SNR| is clamped to this so identical signals give a finite, JSON-serialisable number."""
 
 PESQ_MIN_SECONDS = 0.25
 """PESQ's level alignment needs at least this much audio; shorter inputs get no PESQ score."""
@@ -49,10 +58,6 @@ _PWG_RESOLUTIONS_24K: tuple[tuple[int, int, int], ...] = (
     (2048, 240, 1200),
     (512, 50, 240),
 )
-
-
-class ThresholdError(HifitrtError):
-    """A ``--threshold NAME=VALUE`` option is malformed or names an unknown metric."""
 
 
 @dataclass(frozen=True)
@@ -185,32 +190,6 @@ def _pad_to(x: np.ndarray, n: int) -> np.ndarray:
 # Individual metrics
 
 
-def snr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
-    """Waveform SNR in dB of equal-length arrays, clamped to +-SNR_CAP_DB.
-
-    Computed by Polygraphy's ``SnrCompareFunc`` (10*log10(mean ref^2 / mean (ref-cand)^2),
-    the same ratio as with sums for equal lengths) so hifitrt and ``polygraphy run
-    --compare-func snr`` agree on the number. Polygraphy returns +inf for a perfect match and
-    -inf for a silent reference; we clamp both to the cap. NaN stays NaN.
-    """
-    from polygraphy.comparator import IterationResult, SnrCompareFunc
-    from polygraphy.logger import G_LOGGER
-
-    if reference.shape != candidate.shape:
-        raise ValueError(f"snr_db needs equal shapes, got {reference.shape} and {candidate.shape}")
-    func = SnrCompareFunc(snr_threshold=-math.inf)
-    # Polygraphy logs every comparison to stdout; we only want the number.
-    with G_LOGGER.verbosity(G_LOGGER.CRITICAL + 1):
-        results = func(
-            IterationResult({"wav": reference}, runner_name="reference"),
-            IterationResult({"wav": candidate}, runner_name="candidate"),
-        )
-    value = float(results["wav"].snr)
-    if math.isnan(value):
-        return value
-    return float(min(SNR_CAP_DB, max(-SNR_CAP_DB, value)))
-
-
 def multi_resolution_stft(
     reference: np.ndarray, candidate: np.ndarray, sample_rate: int
 ) -> tuple[float, float]:
@@ -279,9 +258,7 @@ def pesq_score(
     return score, mode, None
 
 
-def _log_mel_l1(reference: np.ndarray, candidate: np.ndarray, mel_cfg: Any) -> float | None:
-    from hifitrt.export.mel import log_mel_l1
-
+def _log_mel_l1(reference: np.ndarray, candidate: np.ndarray, mel_cfg: MelConfig) -> float | None:
     hop = int(getattr(mel_cfg, "hop_length", 1))
     if reference.shape[-1] < hop:
         log.warning("log-mel L1 skipped: %d samples is less than one hop (%d)",
@@ -292,8 +269,6 @@ def _log_mel_l1(reference: np.ndarray, candidate: np.ndarray, mel_cfg: Any) -> f
 
 def default_mel_config(sample_rate: int, hop: int | None = None, n_mels: int = 80) -> Any:
     """The vocoder's mel configuration from hifitrt.export.mel (hop defaults to 10 ms)."""
-    from hifitrt.export.mel import mel_config_for
-
     return mel_config_for(sample_rate, hop if hop is not None else sample_rate // 100, n_mels)
 
 
@@ -555,16 +530,24 @@ class Thresholds:
     @classmethod
     def fp16(cls) -> Thresholds:
         """Mixed-precision engines: audibly identical, not bit-close."""
-        return cls(snr_db=40.0, log_mel_l1=0.01, preset="fp16")
+        return cls(snr_db=FP16_MIN_SNR_DB, log_mel_l1=FP16_MAX_LOG_MEL_L1, preset="fp16")
 
     @classmethod
     def fp32(cls) -> Thresholds:
         """FP32 engines: any difference beyond accumulation-order noise is a bug."""
-        return cls(max_abs_error=1e-4, preset="fp32")
+        return cls(max_abs_error=FP32_MAX_ABS_ERROR, preset="fp32")
+
+    @classmethod
+    def bf16(cls) -> Thresholds:
+        """BF16 CPU engines (OpenVINO): a perceptual gate, since BF16's 8-bit mantissa cannot
+        reach FP16's waveform SNR: PESQ wb >= 4.5, log-mel L1 <= 0.02, no NaN/Inf (issue 14)."""
+        return cls(pesq=BF16_MIN_PESQ, log_mel_l1=BF16_MAX_LOG_MEL_L1, preset="bf16")
 
     @classmethod
     def for_precision(cls, precision: str) -> Thresholds:
         p = precision.lower()
+        if p == "bf16":
+            return cls.bf16()
         if p in ("fp16", "mixed", "half"):
             return cls.fp16()
         if p in ("fp32", "float", "full"):

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..export.speech_inputs import analyse_wav
+from ..export.speech_inputs import SpeechSource, analyse_wav, fixture_speech
 from .metrics import Thresholds
 from .report import CaseCollector, CaseResult, measure_case
 
@@ -101,39 +101,6 @@ def sweep_points(profiles: Sequence[Any]) -> list[SweepPoint]:
 
 
 # ------------------------------------------------------------------------------------ speech
-@dataclass
-class SpeechSource:
-    """Real-speech mels in one vocoder's input space ([C, T] each) and how they were made."""
-
-    utterances: dict[str, np.ndarray]
-    origin: str
-
-    def crop(self, frames: int, index: int = 0) -> tuple[np.ndarray, str]:
-        """``frames`` frames of speech (utterances concatenated, rotated by ``index``).
-
-        Different ``index`` values start at different utterances and offsets, so the items of
-        a batch are different speech of the same length.
-        """
-        names = list(self.utterances)
-        n = len(names)
-        order = names[index % n:] + names[:index % n]
-        total = sum(self.utterances[k].shape[1] for k in order)
-        offset = (index // n) * 37 % max(1, total)  # a deterministic shift for index >= n
-        reps = 1 + (frames + offset) // max(1, total)
-        joined = np.concatenate([self.utterances[k] for k in order] * (reps + 1), axis=1)
-        crop = joined[:, offset:offset + frames]
-        label = order[0] if frames + offset <= self.utterances[order[0]].shape[1] else f"{order[0]}+"
-        return np.ascontiguousarray(crop, dtype=np.float32), label
-
-
-def fixture_speech(spec: Any) -> SpeechSource:
-    """The repo's speech fixtures in ``spec``'s input space (see :mod:`hifitrt.export.speech_inputs`)."""
-    from ..export.speech_inputs import speech_mels, uses_shipped_mels
-
-    origin = "speech fixtures (mels)" if uses_shipped_mels(spec) else f"speech fixtures re-analysed at {spec.sample_rate} Hz, hop {spec.hop}"
-    return SpeechSource(speech_mels(spec), origin)
-
-
 def user_speech(paths: Iterable[str | os.PathLike[str]], spec: Any) -> SpeechSource:
     """User inputs: ``.wav`` files (re-analysed) or mel ``.npy`` [C, T] in the vocoder's space."""
     from ..export.audio import read_wav
@@ -217,7 +184,7 @@ def run_sweep(
         mel = np.stack([c for c, _ in crops])
         ref = reference(mel)
         try:
-            cand = runner.infer(mel)
+            cand = runner.infer(mel, allow_nonfinite=True)  # NaN/Inf are measured, not raised
         except Exception as exc:  # noqa: BLE001 - a failing shape is a result, not a crash
             log.warning("%s at batch %d x %d frames raised %s: %s", getattr(runner, "name", "runner"),
                         pt.batch, pt.frames, type(exc).__name__, exc)

@@ -13,6 +13,9 @@ is compiled against numpy 1.x; with numpy 2 in the model's environment ``as_nump
 a wrong mel (right first value, wrong sum) and ``pb_utils.Tensor(name, ndarray)`` answered
 with zero bytes and no error. DLPack avoids numpy's C API there and is exact.
 
+Besides ``wav`` each response carries ``mel_checksum``, the float64 sum of the mel values as
+they arrived in this process, so a client (and the tests) can prove the transport is intact.
+
 Every request gets exactly one response: a request the engine rejects (NaN, wrong channels,
 empty) gets its own error response and the other requests of the same batch still get audio.
 """
@@ -33,6 +36,7 @@ from hifitrt.runtime import VocoderEngine
 
 INPUT = "mel"
 OUTPUT = "wav"
+CHECKSUM = "mel_checksum"
 
 
 def _error(message: str, invalid_argument: bool) -> Any:
@@ -56,26 +60,20 @@ class TritonPythonModel:
                 "(sha256 differs); regenerate the repository with tts-build-engine triton"
             )
         runner_kwargs: dict[str, Any] = {}
-        if args.get("model_instance_kind") == "GPU":
+        if params.get("engine_backend") == "tensorrt" and args.get("model_instance_kind") == "GPU":
             runner_kwargs["device"] = f"cuda:{args.get('model_instance_device_id', '0')}"
         try:
             # load() verifies every artifact's sha256 (and for TensorRT the GPU and version).
-            self.engine = VocoderEngine.load(engine_dir, **self._kwargs_for(engine_dir, runner_kwargs))
+            self.engine = VocoderEngine.load(engine_dir, **runner_kwargs)
         except HifitrtError as exc:
             raise pb_utils.TritonModelException(str(exc)) from exc
         pb_utils.Logger.log_info(f"hifitrt: {args['model_name']} loaded {self.engine!r} from {engine_dir}")
-
-    @staticmethod
-    def _kwargs_for(engine_dir: Path, runner_kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Only TensorRT runners take a device; ONNX Runtime engines keep their session options."""
-        manifest = json.loads((engine_dir / "manifest.json").read_text(encoding="utf-8"))
-        return runner_kwargs if manifest.get("backend", {}).get("name") == "tensorrt" else {}
 
     def execute(self, requests: list[Any]) -> list[Any]:
         mels: list[list[np.ndarray]] = []
         for request in requests:
             tensor = pb_utils.get_input_tensor_by_name(request, INPUT)
-            batch = from_dlpack(tensor.to_dlpack()).numpy()  # [b, C, T]; b = 1 for most clients
+            batch = from_dlpack(tensor.to_dlpack()).cpu().numpy()  # [b, C, T]; b = 1 for most clients
             mels.append(list(batch))
         try:
             wavs = self.engine.batch([m for items in mels for m in items])
@@ -86,22 +84,26 @@ class TritonPythonModel:
             return [pb_utils.InferenceResponse(error=_error(f"vocoder failed: {exc}", False)) for _ in requests]
         responses, start = [], 0
         for items in mels:
-            responses.append(self._response(wavs[start:start + len(items)]))
+            responses.append(self._response(items, wavs[start:start + len(items)]))
             start += len(items)
         return responses
 
     def _one(self, items: list[np.ndarray]) -> Any:
         try:
-            return self._response(self.engine.batch(items))
+            return self._response(items, self.engine.batch(items))
         except HifitrtError as exc:
             return pb_utils.InferenceResponse(error=_error(str(exc), True))
         except Exception as exc:  # noqa: BLE001
             return pb_utils.InferenceResponse(error=_error(f"vocoder failed: {exc}", False))
 
     @staticmethod
-    def _response(wavs: list[np.ndarray]) -> Any:
-        out = torch.from_numpy(np.ascontiguousarray(np.stack(wavs), dtype=np.float32))
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor.from_dlpack(OUTPUT, out)])
+    def _response(mels: list[np.ndarray], wavs: list[np.ndarray]) -> Any:
+        wav = torch.from_numpy(np.ascontiguousarray(np.stack(wavs), dtype=np.float32))
+        checksum = torch.tensor([[float(np.sum(m, dtype=np.float64))] for m in mels], dtype=torch.float64)
+        return pb_utils.InferenceResponse(output_tensors=[
+            pb_utils.Tensor.from_dlpack(OUTPUT, wav),
+            pb_utils.Tensor.from_dlpack(CHECKSUM, checksum),
+        ])
 
     def finalize(self) -> None:
         engine = getattr(self, "engine", None)

@@ -44,12 +44,16 @@ from hifitrt.runtime.device import DeviceBackend
 
 _LOG = logging.getLogger("tensorrt_double")
 
-DEFAULT_VERSION = "11.1.0.0"
+DEFAULT_VERSION = "11.4.0.106"
 DEFAULT_COMPUTE_CAPABILITY = (8, 9)
 
 # A plan made by the double starts with this tag: it is obviously not a real TensorRT plan.
 PLAN_MAGIC = b"HIFITRT-TENSORRT-TEST-DOUBLE-PLAN\x00"
 CACHE_MAGIC = b"HIFITRT-TENSORRT-TEST-DOUBLE-TIMING-CACHE\x00"
+# A "lean runtime library" of the double: this tag, then the TensorRT version it runs.
+LEAN_MAGIC = b"HIFITRT-TENSORRT-TEST-DOUBLE-LEAN-RUNTIME\x00"
+DEFAULT_DEVICE_MEMORY = 24 << 30  # an L4's 24 GiB
+ACTIVATION_BYTES_PER_INPUT_ELEMENT = 256  # the double's model of a context's activation memory
 DEVICE_ALIGNMENT = 256  # [NvInferRuntime.h] setTensorAddress: "at least 256-byte alignment"
 
 
@@ -68,7 +72,7 @@ class Severity(IntEnum):
 
 
 class DataType(IntEnum):
-    # [NvInferRuntimeBase.h] DataType values.
+    # [NvInferRuntimeBase.h] DataType values (E8M0 = 11 is not modelled).
     FLOAT = 0
     HALF = 1
     INT8 = 2
@@ -90,7 +94,7 @@ class TensorIOMode(IntEnum):
 
 
 class MemoryPoolType(IntEnum):
-    # [NvInfer.h] MemoryPoolType (subset).
+    # [NvInfer.h] MemoryPoolType.
     WORKSPACE = 0
     DLA_MANAGED_SRAM = 1
     DLA_LOCAL_DRAM = 2
@@ -100,14 +104,14 @@ class MemoryPoolType(IntEnum):
 
 
 class HardwareCompatibilityLevel(IntEnum):
-    # [pyCore.cpp] NONE, AMPERE_PLUS, SAME_COMPUTE_CAPABILITY.
+    # [NvInfer.h] kNONE = 0, kAMPERE_PLUS = 1, kSAME_COMPUTE_CAPABILITY = 2.
     NONE = 0
     AMPERE_PLUS = 1
     SAME_COMPUTE_CAPABILITY = 2
 
 
 class ErrorCode(IntEnum):
-    # [pyOnnx.cpp] parser ErrorCode.
+    # [NvOnnxParser.h] nvonnxparser::ErrorCode (subset; kUNSUPPORTED_NODE_ATTR = 9 ... not modelled).
     SUCCESS = 0
     INTERNAL_ERROR = 1
     MEM_ALLOC_FAILED = 2
@@ -136,20 +140,23 @@ class NetworkDefinitionCreationFlag10(IntEnum):
 
 
 class BuilderFlag11(IntEnum):
-    # [NvInfer.h 11.1] BuilderFlag subset. FP16/BF16/INT8/FP8/INT4/FP4 and the precision
-    # constraint flags do not exist in 11.x [migration]: BuilderFlag.FP16 -> AttributeError.
-    DEBUG = 1
-    GPU_FALLBACK = 2
+    # [NvInfer.h 11.1] enum class BuilderFlag (values as in the header; subset). FP16/BF16/INT8/
+    # FP8/INT4/FP4 and the precision-constraint flags do not exist in 11.x [migration]:
+    # BuilderFlag.FP16 -> AttributeError.
+    DEBUG = 2
+    GPU_FALLBACK = 3
     REFIT = 4
     DISABLE_TIMING_CACHE = 5
-    TF32 = 7
-    SPARSE_WEIGHTS = 8
-    VERSION_COMPATIBLE = 13
-    EXCLUDE_LEAN_RUNTIME = 14
+    TF32 = 6
+    SPARSE_WEIGHTS = 7
+    VERSION_COMPATIBLE = 12
+    EXCLUDE_LEAN_RUNTIME = 13
+    ERROR_ON_TIMING_CACHE_MISS = 15
 
 
 class BuilderFlag10(IntEnum):
-    # [NvInfer.h 10.16] adds the weak-typing precision flags (deprecated since 10.12).
+    # [NvInfer.h 10.16] enum class BuilderFlag (values as in the header; subset), with the
+    # weak-typing precision flags (deprecated since 10.12).
     FP16 = 0
     INT8 = 1
     DEBUG = 2
@@ -158,14 +165,24 @@ class BuilderFlag10(IntEnum):
     DISABLE_TIMING_CACHE = 5
     TF32 = 6
     SPARSE_WEIGHTS = 7
-    OBEY_PRECISION_CONSTRAINTS = 10
-    PREFER_PRECISION_CONSTRAINTS = 11
+    OBEY_PRECISION_CONSTRAINTS = 9
+    PREFER_PRECISION_CONSTRAINTS = 10
     VERSION_COMPATIBLE = 13
     EXCLUDE_LEAN_RUNTIME = 14
     FP8 = 15
+    ERROR_ON_TIMING_CACHE_MISS = 16
     BF16 = 17
     INT4 = 22
-    FP4 = 23
+    FP4 = 26
+
+
+class ExecutionContextAllocationStrategy(IntEnum):
+    # [NvInferRuntime.h] kSTATIC = 0 ("Default static allocation with the maximum size across
+    # all profiles"), kON_PROFILE_CHANGE = 1 ("Reallocate for a profile when it's selected"),
+    # kUSER_MANAGED = 2 (the double does not model user-managed memory).
+    STATIC = 0
+    ON_PROFILE_CHANGE = 1
+    USER_MANAGED = 2
 
 
 _PRECISION_FLAGS = ("FP16", "BF16", "INT8", "FP8", "INT4", "FP4")
@@ -261,6 +278,23 @@ class _Env:
     network_flags_enum: type[IntEnum]
     last_build_stats: dict[str, int] = field(default_factory=dict)
     builds: int = 0
+    device_memory: int = DEFAULT_DEVICE_MEMORY
+    device_memory_in_use: int = 0  # bytes held by live execution contexts
+    device_memory_peak: int = 0
+    memory_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reserve(self, nbytes: int) -> bool:
+        """Take ``nbytes`` of the modelled device memory (False when it does not fit)."""
+        with self.memory_lock:
+            if self.device_memory_in_use + nbytes > self.device_memory:
+                return False
+            self.device_memory_in_use += nbytes
+            self.device_memory_peak = max(self.device_memory_peak, self.device_memory_in_use)
+            return True
+
+    def release(self, nbytes: int) -> None:
+        with self.memory_lock:
+            self.device_memory_in_use -= nbytes
 
 
 class IHostMemory(_Strict):
@@ -669,27 +703,35 @@ class IBuilderConfig(_Strict):
             raise ValueError("TensorRT test double: builder_optimization_level must be 0-5")
         self._opt_level = value
 
-    def create_timing_cache(self, serialized_timing_cache: Any) -> ITimingCache | None:
-        # [NvInfer.h] "Size 0 means create a new cache from scratch". For unreadable bytes the
-        # double logs an error and returns None (the C++ API's nullptr); real TensorRT's exact
-        # reaction to garbage is not documented, so hifitrt handles None and exceptions alike.
+    def create_timing_cache(self, serialized_timing_cache: Any) -> ITimingCache:
+        # [NvInfer.h] "Size 0 means create a new cache from scratch". Bytes TensorRT cannot use
+        # are not an API failure: TensorRT logs why and carries on with an empty cache [userlog,
+        # TensorRT#3566: "Error Code 1: Serialization (Serialization assertion magicTagRead ==
+        # kMAGIC_TAG failed.Magic tag does not match)" then "Error Code 4: The timing cache will
+        # not be used!"]. The double does the same for garbage and for a cache written by another
+        # TensorRT version ("must be generated by a TensorRT build of exact same version").
         data = _as_bytes(serialized_timing_cache)
+        empty = ITimingCache(self._env.version, self._env.compute_capability)
         if not data:
-            return ITimingCache(self._env.version, self._env.compute_capability)
+            return empty
         cache = ITimingCache._from_bytes(data)
         if cache is None:
-            _emit(self._logger, Severity.ERROR, "IBuilderConfig::createTimingCache: Error Code 1: Internal Error (timing cache is corrupted)")
-        return cache
+            problem = "Serialization assertion magicTagRead == kMAGIC_TAG failed.Magic tag does not match"
+        elif cache._version != self._env.version:
+            problem = (f"Serialization assertion version tag failed. Timing cache version {cache._version}, "
+                       f"current version {self._env.version}")
+        else:
+            return cache
+        _emit(self._logger, Severity.ERROR, f"1: [stdArchiveReader.cpp] Error Code 1: Serialization ({problem})")
+        _emit(self._logger, Severity.ERROR, "4: The timing cache will not be used!")
+        return empty
 
     def set_timing_cache(self, cache: ITimingCache, ignore_mismatch: bool) -> bool:
         # [NvInfer.h] "A failure will be reported if the CUDA device property in the provided
         # cache is different from current environment. ignoreMismatch = true skips strict
-        # verification". A cache from another TensorRT version is refused either way.
+        # verification".
         if not isinstance(cache, ITimingCache):
             raise TypeError("TensorRT test double: expected tensorrt.ITimingCache")
-        if cache._version != self._env.version:
-            _emit(self._logger, Severity.ERROR, f"Timing cache was created by TensorRT {cache._version}; this is {self._env.version}")
-            return False
         if cache._cc != tuple(self._env.compute_capability) and not ignore_mismatch:
             _emit(self._logger, Severity.ERROR, "Timing cache verification failed: device property mismatch")
             return False
@@ -910,15 +952,68 @@ def repack_plan(data: bytes, **changes: Any) -> bytes:
     return _pack_plan(header, onnx_bytes)
 
 
+def write_lean_runtime_library(path: str | os.PathLike[str], version: str) -> str:
+    """Test helper (not TensorRT API): a file the double's ``load_runtime`` accepts as the lean
+    runtime library of TensorRT ``version`` (real TensorRT would dlopen libnvinfer_lean.so)."""
+    with open(path, "wb") as handle:
+        handle.write(LEAN_MAGIC + version.encode())
+    return os.fspath(path)
+
+
+def _version_numbers(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".") if p.isdigit())
+
+
+def _newer_runtime_may_run(built: str, here: str) -> bool:
+    # [support matrix] a version-compatible plan runs on the same or a newer release of its
+    # major, and TensorRT 10 plans on TensorRT 11; nothing else across majors.
+    b, h = _version_numbers(built), _version_numbers(here)
+    return bool(b) and bool(h) and h >= b and (h[0] == b[0] or (b[0], h[0]) in {(8, 10), (10, 11)})
+
+
 class _Runtime(_Strict):
     """[NvInferRuntime.h] IRuntime: deserialize_cuda_engine(bytes) -> ICudaEngine, or None "if it
-    could not be deserialized" (the reason goes to the logger). ``engine_host_code_allowed`` is
-    not modelled: hifitrt never enables it, and setting it on the double raises."""
+    could not be deserialized" (the reason goes to the logger).
+
+    Version compatibility as documented: a plan of another version loads only when it was built
+    VERSION_COMPATIBLE for a runtime that may run it, and then only through the build version's
+    lean runtime: embedded in the plan (needs ``engine_host_code_allowed``, "The default value
+    is false"), or, for EXCLUDE_LEAN_RUNTIME plans, loaded by ``load_runtime(path)`` ("can then
+    be used to execute a plan file built with kVERSION_COMPATIBLE and kEXCLUDE_LEAN_RUNTIME both
+    set and built with the same version of TensorRT as the loaded runtime library").
+    """
 
     _env: _Env
+    _SETTABLE = frozenset({"engine_host_code_allowed"})
 
     def __init__(self, logger: ILogger) -> None:
         self._logger = _require_logger(logger)
+        self._host_code_allowed = False
+        self._lean_version: str | None = None  # set on runtimes returned by load_runtime
+
+    @property
+    def engine_host_code_allowed(self) -> bool:
+        return self._host_code_allowed
+
+    @engine_host_code_allowed.setter
+    def engine_host_code_allowed(self, allowed: bool) -> None:
+        self._host_code_allowed = bool(allowed)
+
+    def load_runtime(self, path: str) -> "_Runtime | None":
+        """[pyCoreDoc.h] "Load IRuntime from the file ... :returns: The IRuntime, or None if it
+        could not be loaded." The double's library files come from write_lean_runtime_library."""
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(4096)
+        except OSError as exc:
+            _emit(self._logger, Severity.ERROR, f"IRuntime::loadRuntime: Error Code 6: Unable to load library: {path}: {exc}")
+            return None
+        if not data.startswith(LEAN_MAGIC):
+            _emit(self._logger, Severity.ERROR, f"IRuntime::loadRuntime: Error Code 6: {path} is not a TensorRT lean runtime library")
+            return None
+        lean = type(self)(self._logger)
+        lean._lean_version = data[len(LEAN_MAGIC):].decode(errors="replace")
+        return lean
 
     def deserialize_cuda_engine(self, serialized_engine: Any) -> "ICudaEngine | None":
         unpacked = _unpack_plan(_as_bytes(serialized_engine))
@@ -933,19 +1028,36 @@ class _Runtime(_Strict):
         return ICudaEngine(self._env, header, onnx_bytes, self._logger)
 
     def _compatibility_error(self, header: dict[str, Any]) -> str | None:
+        return self._version_error(header) or self._device_error(header)
+
+    def _version_error(self, header: dict[str, Any]) -> str | None:
         env = self._env
-        # [tensorrt.md] plans match the exact TensorRT version unless built version-compatible;
-        # a version-compatible plan with EXCLUDE_LEAN_RUNTIME needs the build version's lean
-        # runtime loaded (load_runtime), and an embedded one needs engine_host_code_allowed:
-        # neither is modelled, so any version difference fails here.
-        if header.get("tensorrt_version") != env.version:
-            return (
-                "Error Code 1: Serialization (Serialization assertion stdVersionRead == kSERIALIZATION_VERSION "
-                f"failed.Version tag does not match. Note: Current Version: {env.version}, Serialized Engine "
-                f"Version: {header.get('tensorrt_version')})"
-            )
+        built = str(header.get("tensorrt_version"))
+        mismatch = (
+            "Error Code 1: Serialization (Serialization assertion stdVersionRead == kSERIALIZATION_VERSION "
+            f"failed.Version tag does not match. Note: Current Version: {self._lean_version or env.version}, "
+            f"Serialized Engine Version: {built})"
+        )
+        vc, excluded = bool(header.get("version_compatible")), bool(header.get("exclude_lean_runtime"))
+        if self._lean_version is not None:  # a runtime from load_runtime
+            if not (vc and excluded) or built != self._lean_version:
+                return mismatch
+            return None
+        if built == env.version:
+            return None
+        if not vc or not _newer_runtime_may_run(built, env.version):
+            return mismatch
+        if excluded:
+            return (f"{mismatch[:-1]}. The plan was built with kEXCLUDE_LEAN_RUNTIME: load the lean runtime of "
+                    f"TensorRT {built} with IRuntime::loadRuntime)")
+        if not self._host_code_allowed:
+            return ("Error Code 1: Serialization (the engine contains host executable code (an embedded lean "
+                    "runtime); call IRuntime::setEngineHostCodeAllowed(true) to deserialize it)")
+        return None
+
+    def _device_error(self, header: dict[str, Any]) -> str | None:
         built = tuple(header.get("compute_capability", ()))
-        here = tuple(env.compute_capability)
+        here = tuple(self._env.compute_capability)
         level = header.get("hardware_compatibility_level", "NONE")
         if level == "AMPERE_PLUS":
             if here < (8, 0):
@@ -967,8 +1079,17 @@ class _Runtime(_Strict):
 
 class ICudaEngine(_Strict):
     """[NvInferRuntime.h] ICudaEngine subset. ``num_optimization_profiles`` "is always at least 1";
-    get_tensor_profile_shape(name, i) -> [min, opt, max] (Dims{-1} for bad names/indices, which
-    iterates as empty here); get_tensor_shape has -1 for dynamic dimensions."""
+    get_tensor_profile_shape(name, i) -> [min, opt, max]; for a bad name or index TensorRT before
+    11.4 returns Dims{-1} (iterates as empty here) and 11.4 raises ("Could not get profile shape
+    for tensor ... Is the tensor name an input and the profile index valid?", a new throw path
+    in the 11.4.0 bindings); get_tensor_shape has -1 for dynamic dimensions.
+
+    Device memory: each execution context holds activation memory, modelled as
+    ACTIVATION_BYTES_PER_INPUT_ELEMENT per element of the profile's largest input;
+    ``device_memory_size_v2`` is the largest over profiles (what a STATIC context takes) and
+    ``get_device_memory_size_for_profile_v2(i)`` one profile's (what an ON_PROFILE_CHANGE context
+    holds while profile i is selected). The modelled GPU's memory is ``double_env.device_memory``:
+    a context that does not fit is refused (None, error logged), as TensorRT does on OOM."""
 
     def __init__(self, env: _Env, header: dict[str, Any], onnx_bytes: bytes, logger: ILogger) -> None:
         self._env = env
@@ -1009,15 +1130,41 @@ class ICudaEngine(_Strict):
 
     def get_tensor_profile_shape(self, name: str, profile_index: int) -> list[Dims]:
         if not 0 <= profile_index < len(self._profiles) or name not in self._profiles[profile_index]:
+            if _version_numbers(self._env.version)[:2] >= (11, 4):
+                raise RuntimeError(
+                    f"Could not get profile shape for tensor '{name}'. Is the tensor name an input and the profile "
+                    "index valid?"
+                )
             return [Dims(), Dims(), Dims()]
         return [Dims(d) for d in self._profiles[profile_index][name]]
 
-    def create_execution_context(self) -> "IExecutionContext":
+    def get_device_memory_size_for_profile_v2(self, profile_index: int) -> int:
+        shapes = self._profiles[profile_index] if 0 <= profile_index < len(self._profiles) else {}
+        largest = max((int(np.prod(dims[2])) for dims in shapes.values()), default=1)
+        return largest * ACTIVATION_BYTES_PER_INPUT_ELEMENT
+
+    @property
+    def device_memory_size_v2(self) -> int:
+        return max(self.get_device_memory_size_for_profile_v2(i) for i in range(len(self._profiles)))
+
+    def create_execution_context(
+        self, strategy: ExecutionContextAllocationStrategy = ExecutionContextAllocationStrategy.STATIC
+    ) -> "IExecutionContext | None":
         # [NvInferRuntime.h] "The newly created execution context will be assigned optimization
-        # profile 0." Creating contexts from one engine is thread-safe.
+        # profile 0." Creating contexts from one engine is thread-safe. STATIC: "the maximum size
+        # across all profiles"; ON_PROFILE_CHANGE: memory of the selected profile.
+        strategy = ExecutionContextAllocationStrategy(strategy)
+        if strategy == ExecutionContextAllocationStrategy.USER_MANAGED:
+            raise NotImplementedError("TensorRT test double: USER_MANAGED contexts are not modelled")
+        nbytes = (self.device_memory_size_v2 if strategy == ExecutionContextAllocationStrategy.STATIC
+                  else self.get_device_memory_size_for_profile_v2(0))
+        if not self._env.reserve(nbytes):
+            _emit(self._logger, Severity.ERROR, "IExecutionContext creation failed: Error Code 2: OutOfMemory "
+                  f"(Requested size was {nbytes} bytes.)")
+            return None
         with self._lock:
             self.double_contexts_created += 1
-        return IExecutionContext(self)
+        return IExecutionContext(self, strategy, nbytes)
 
     # -- double internals --
 
@@ -1091,8 +1238,12 @@ class IExecutionContext(_Strict):
       holds the context, and a second thread calling in meanwhile gets RuntimeError.
     """
 
-    def __init__(self, engine: ICudaEngine) -> None:
+    def __init__(self, engine: ICudaEngine, strategy: ExecutionContextAllocationStrategy, nbytes: int) -> None:
         self._engine = engine
+        self._strategy = strategy
+        self._memory = [nbytes]  # shared with the finalizer: what this context holds now
+        env = engine._env
+        weakref.finalize(self, lambda held=self._memory: env.release(held[0]))
         self._profile = 0
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._addresses: dict[str, int] = {}
@@ -1129,6 +1280,14 @@ class IExecutionContext(_Strict):
                 raise RuntimeError("Error in set optimization profile async.")
             if profile_index != self._profile:
                 self._shapes.clear()
+                if self._strategy == ExecutionContextAllocationStrategy.ON_PROFILE_CHANGE:
+                    wanted = self._engine.get_device_memory_size_for_profile_v2(profile_index)
+                    env = self._engine._env
+                    env.release(self._memory[0])
+                    if not env.reserve(wanted):
+                        env.reserve(self._memory[0])
+                        raise RuntimeError("Error in set optimization profile async.")  # OOM on reallocation
+                    self._memory[0] = wanted
             self._profile = profile_index
             return True
 
@@ -1328,10 +1487,12 @@ def make_tensorrt_double(
     version: str = DEFAULT_VERSION,
     compute_capability: tuple[int, int] = DEFAULT_COMPUTE_CAPABILITY,
     device_name: str = "NVIDIA L4 (TensorRT test double)",
+    device_memory: int = DEFAULT_DEVICE_MEMORY,
 ) -> types.ModuleType:
     """A module-like TEST DOUBLE of ``tensorrt`` for one TensorRT version and GPU.
 
-    Pass it as ``trt_module=``. ``double_env`` (not TensorRT API) exposes build statistics.
+    Pass it as ``trt_module=``. ``double_env`` (not TensorRT API) exposes build statistics and
+    the modelled device memory (``device_memory``, ``device_memory_in_use``, ``device_memory_peak``).
     """
     major = int(version.split(".")[0])
     env = _Env(
@@ -1341,6 +1502,7 @@ def make_tensorrt_double(
         major=major,
         flags_enum=BuilderFlag11 if major >= 11 else BuilderFlag10,
         network_flags_enum=NetworkDefinitionCreationFlag11 if major >= 11 else NetworkDefinitionCreationFlag10,
+        device_memory=device_memory,
     )
     module = types.ModuleType("tensorrt_test_double")
     module.__doc__ = f"TEST DOUBLE of the TensorRT {version} Python API (subset used by hifitrt)"
@@ -1355,6 +1517,7 @@ def make_tensorrt_double(
         "BuilderFlag": env.flags_enum,
         "MemoryPoolType": MemoryPoolType,
         "HardwareCompatibilityLevel": HardwareCompatibilityLevel,
+        "ExecutionContextAllocationStrategy": ExecutionContextAllocationStrategy,
         "TensorIOMode": TensorIOMode,
         "DataType": DataType,
         "ErrorCode": ErrorCode,

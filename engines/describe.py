@@ -5,6 +5,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..errors import EngineError
+from .backends import backend_for
 from .manifest import Manifest, verify_engine_dir
 
 
@@ -24,6 +26,7 @@ def describe_manifest(manifest: Manifest) -> list[tuple[str, str]]:
     if backend.get("providers"):
         backend_text += f" ({', '.join(backend['providers'])})"
     device = manifest.device_info
+    bound = backend_for(manifest.backend_name).machine_bound
     rows = [
         ("source", str(manifest.source.get("location")) + (f" voice {manifest.source['voice']}"
                                                            if manifest.source.get("voice") else "")),
@@ -31,8 +34,8 @@ def describe_manifest(manifest: Manifest) -> list[tuple[str, str]]:
                     f"{spec.get('in_channels')} input channels"),
         ("source digest", str(spec.get("digest"))),
         ("backend", backend_text),
-        ("built for", device.describe() if device else "any machine (no GPU-specific code)"
-         if manifest.backend_name == "onnxruntime" else "no GPU recorded"),
+        ("built for", device.describe() if device else "no GPU recorded" if bound
+         else "any machine (no GPU-specific code)"),
         ("precision", manifest.precision),
         ("engine file", manifest.engine_file),
         ("created", f"{manifest.created} by hifitrt {manifest.hifitrt_version} in {manifest.build_seconds:.1f} s"),
@@ -63,12 +66,10 @@ def inspect_engine_dir(engine_dir: str | os.PathLike[str]) -> str:
     Compatibility with this machine is reported, not enforced: inspecting a TensorRT engine
     built for another GPU is a normal thing to do.
     """
-    from ..errors import EngineError
-
     root = Path(engine_dir)
     manifest = verify_engine_dir(root, for_this_machine=False)
     compat = "yes"
-    if manifest.backend_name == "tensorrt":
+    if backend_for(manifest.backend_name).machine_bound:
         try:
             verify_engine_dir(root, for_this_machine=True)
         except EngineError as exc:

@@ -1,0 +1,446 @@
+"""``create_app``: the FastAPI application of ``tts-build-engine serve``.
+
+Endpoints (errors: ``{"error": {"type", "message"}}``, one line, 4xx/5xx):
+
+* ``POST /v1/vocode?voice=&format=wav|pcm&stream=false|true``: body one mel as ``.npy``;
+  answers 16-bit audio with ``X-Sample-Rate`` and ``X-Frames``; streamed answers are the same
+  bytes sent window by window (chunked transfer).
+* ``POST /v1/audio/speech``: OpenAI's request shape, text -> speech through ModelScope's
+  pipeline (``--model``) with batched vocoders.
+* ``GET /v1/voices``, ``GET /healthz`` (always public), ``GET /readyz`` (engines loaded and
+  warmed, not draining), ``GET /metrics`` (Prometheus text; names in ``serving.metrics``).
+* The web page (``serving.webui``), when that module is present.
+
+Overload follows Triton's queue policy: a voice holding ``max_queue`` requests answers 503 with
+``Retry-After`` at once; a request not answered within ``timeout_s`` gets 504; a client that
+goes away has its queued windows dropped. After SIGTERM (see ``serving.server``) requests get
+503 while the accepted ones finish.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Sequence
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import HifitrtError
+from .audio import MEDIA_TYPES, pcm_bytes, wav_header
+from .cache import ByteLRU
+from .config import ServeOptions
+from .errors import ApiError, bad_request, not_found, one_line, too_large
+from .metrics import CONTENT_TYPE, ServiceMetrics
+from .validation import check_mel, choose, parse_bool, parse_npy
+from .voices import Overloaded, Voice, VoiceSpec, load_voice_engine
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("wav", "pcm")
+
+
+def create_app(
+    targets: Sequence[str | VoiceSpec] = (),
+    *,
+    options: ServeOptions | None = None,
+    backend: str | None = None,
+    model: str | None = None,
+    speech_model: Any = None,
+) -> FastAPI:
+    """Load every voice (first = default) and return the ASGI app.
+
+    ``targets``: engine directories (or, with ``backend='torch'``, vocoder sources), as paths
+    or :class:`VoiceSpec` with a name. ``model``: a ModelScope model id or directory for
+    ``/v1/audio/speech``; ``speech_model``: an already built ModelScope pipeline or
+    SambertHifigan model instead (tests, embedding).
+    """
+    options = options or ServeOptions()
+    specs = [t if isinstance(t, VoiceSpec) else VoiceSpec(str(t)) for t in targets]
+    if not specs:
+        raise HifitrtError("serve needs at least one engine directory (or vocoder source with --backend torch)")
+    metrics = ServiceMetrics()
+    voices: dict[str, Voice] = {}
+    for spec in specs:
+        engine, info = load_voice_engine(spec, backend)
+        if info.name in voices:
+            raise HifitrtError(f"two voices are named {info.name!r}; name them with --voice NAME=TARGET")
+        voices[info.name] = Voice(engine, info, options, metrics)
+    default_voice = next(iter(voices))
+    speech = _speech_service(model, speech_model, voices, options)
+    cache = ByteLRU(options.cache_bytes) if options.cache_bytes else None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        for voice in voices.values():
+            voice.start()
+        if speech is not None:
+            speech.bind(loop)
+        await asyncio.gather(*(_warm_up(v) for v in voices.values()))
+        app.state.ready = True
+        log.info("serving voices %s", ", ".join(voices))
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            for voice in voices.values():
+                await voice.stop()
+            if speech is not None:
+                speech.close()
+
+    app = FastAPI(title="hifitrt", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.ready = False
+    app.state.draining = False
+    app.state.voices = voices
+    app.state.metrics = metrics
+    app.add_middleware(_ServiceMiddleware, metrics=metrics)
+    _install_error_handlers(app, metrics)
+    auth = [Depends(_api_key_check(options.api_key))]
+
+    def voice_named(name: str | None) -> Voice:
+        if name is None:
+            return voices[default_voice]
+        if name not in voices:
+            raise not_found(f"unknown voice {name!r}; voices: {', '.join(voices)}")
+        return voices[name]
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", dependencies=auth)
+    async def readyz() -> JSONResponse:
+        if app.state.draining:
+            raise ApiError(503, "draining", "the service is shutting down")
+        if not app.state.ready:
+            raise ApiError(503, "not_ready", "engines are still loading")
+        return JSONResponse({"status": "ready", "voices": list(voices)})
+
+    @app.get("/v1/voices", dependencies=auth)
+    async def list_voices() -> dict[str, Any]:
+        return {"default": default_voice, "voices": [v.info.public() for v in voices.values()],
+                "speech": speech is not None, "speech_voices": speech.voices if speech else [],
+                # model voice -> the served voice (engine) that vocodes it, for the web page
+                "speech_engines": {n: speech.served_voice(n).name for n in speech.voices} if speech else {}}
+
+    @app.get("/metrics", dependencies=auth)
+    async def metrics_text() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.post("/v1/vocode", dependencies=auth)
+    async def vocode(request: Request, voice: str | None = None, format: str | None = None,
+                     stream: str | None = None) -> Response:
+        target = voice_named(voice)
+        fmt = choose(format, FORMATS, "format")
+        streamed = parse_bool(stream, "stream")
+        body = await _read_body(request, options.max_body_bytes)
+        mel = check_mel(parse_npy(body), target.info.in_channels, options.max_frames)
+        frames = mel.shape[1]
+        samples = frames * target.hop
+        headers = {"X-Sample-Rate": str(target.info.sample_rate), "X-Frames": str(frames)}
+        header = wav_header(target.info.sample_rate, samples) if fmt == "wav" else b""
+        release = _admit(target)
+        parts = target.submit_windows(mel)
+        futures = [f for f, _, _ in parts]
+        if not streamed:
+            try:
+                wavs = await _wait(request, futures, options.timeout_s)
+            finally:
+                _cancel(futures)
+                release()
+            audio = np.concatenate([w[o:o + n] for w, (_, o, n) in zip(wavs, parts)])
+            metrics.audio_seconds.labels(target.name).inc(samples / target.info.sample_rate)
+            return Response(header + pcm_bytes(audio), media_type=MEDIA_TYPES[fmt], headers=headers)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            deadline = time.monotonic() + options.timeout_s
+            try:
+                if header:
+                    yield header
+                for future, offset, count in parts:
+                    wav = await asyncio.wait_for(asyncio.shield(future), max(0.0, deadline - time.monotonic()))
+                    yield pcm_bytes(wav[offset:offset + count])
+                metrics.audio_seconds.labels(target.name).inc(samples / target.info.sample_rate)
+            except asyncio.TimeoutError:
+                metrics.errors.labels("timeout").inc()
+                log.warning("stream for voice %s timed out after %.1f s; closing it", target.name, options.timeout_s)
+                raise
+            finally:
+                _cancel(futures)
+
+        def close() -> None:
+            _cancel(futures)
+            release()
+
+        headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return _ClosingStream(chunks(), on_close=close, media_type=MEDIA_TYPES[fmt], headers=headers)
+
+    @app.post("/v1/audio/speech", dependencies=auth)
+    async def audio_speech(request: Request) -> Response:
+        body = await _read_body(request, options.max_body_bytes)
+        req = _speech_request(body, options.max_text_chars)
+        if speech is None:
+            raise not_found("text to speech is not configured: start serve with --model MODEL_ID_OR_DIR")
+        voice = req["voice"] or speech.default_voice
+        if voice not in speech.voices:
+            raise not_found(f"unknown voice {voice!r}; voices: {', '.join(speech.voices)}")
+        served = speech.served_voice(voice)
+        fmt = req["response_format"]
+        key = (req["input"], voice, fmt, served.info.digest)
+        body_bytes = cache.get(key) if cache is not None else None
+        if cache is not None:
+            (metrics.cache_hits if body_bytes is not None else metrics.cache_misses).inc()
+        rate = served.info.sample_rate
+        if body_bytes is None:
+            release = _admit(served)
+            try:
+                samples, rate = await asyncio.wait_for(speech.synthesize(req["input"], voice), options.timeout_s)
+            except asyncio.TimeoutError:
+                raise ApiError(504, "timeout", f"speech not ready within {options.timeout_s:g} s (--timeout-s)") from None
+            finally:
+                release()
+            metrics.audio_seconds.labels(served.name).inc(len(samples) / rate)
+            pcm = samples.astype("<i2").tobytes()
+            body_bytes = (wav_header(rate, len(pcm) // 2) if fmt == "wav" else b"") + pcm
+            if cache is not None:
+                cache.put(key, body_bytes)
+        headers = {"X-Sample-Rate": str(rate)}
+        if not req["stream"]:
+            return Response(body_bytes, media_type=MEDIA_TYPES[fmt], headers=headers)
+
+        async def pieces() -> AsyncIterator[bytes]:
+            step = 32 * 1024
+            for start in range(0, len(body_bytes), step):
+                yield body_bytes[start:start + step]
+
+        headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(pieces(), media_type=MEDIA_TYPES[fmt], headers=headers)
+
+    _include_web_page(app, voices, auth)
+    return app
+
+
+# -------------------------------------------------------------------------------------- pieces
+
+
+def _speech_service(model: str | None, speech_model: Any, voices: dict[str, Voice], options: ServeOptions) -> Any:
+    if model is None and speech_model is None:
+        return None
+    from .speech import SpeechService, load_pipeline
+
+    if speech_model is None:
+        speech_model = load_pipeline(model, voices)  # type: ignore[arg-type]
+    return SpeechService(speech_model, voices, options.speech_workers, options.timeout_s)
+
+
+def _speech_request(body: bytes, max_chars: int) -> dict[str, Any]:
+    """OpenAI's ``/v1/audio/speech`` JSON, checked field by field (one-line 400s)."""
+    import json
+
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"body is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise bad_request('body must be a JSON object: {"model", "input", "voice", "response_format", "stream"}')
+    text = data.get("input")
+    if not isinstance(text, str) or not text.strip():
+        raise bad_request('"input" must be a non-empty string')
+    if len(text) > max_chars:
+        raise too_large(f'"input" has {len(text)} characters, the limit is {max_chars}')
+    if not isinstance(data.get("model"), str):
+        raise bad_request('"model" must be a string (any model name; the served model is used)')
+    voice = data.get("voice")
+    if voice is not None and not isinstance(voice, str):
+        raise bad_request('"voice" must be a string')
+    fmt = data.get("response_format", "wav")
+    if not isinstance(fmt, str):
+        raise bad_request('"response_format" must be a string')
+    fmt = choose(fmt, FORMATS, "response_format")
+    stream = data.get("stream", False)
+    if not isinstance(stream, bool):
+        raise bad_request('"stream" must be true or false')
+    speed = data.get("speed", 1.0)
+    if speed not in (1, 1.0):
+        raise bad_request('"speed" other than 1.0 is not supported')
+    return {"input": text, "voice": voice, "response_format": fmt, "stream": stream}
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large(f"body is {int(declared)} bytes, the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _admit(voice: Voice) -> Any:
+    """Take a request place of ``voice`` (503 + Retry-After when full); returns the release."""
+    manager = voice.admitted()
+    try:
+        manager.__enter__()
+    except Overloaded as exc:
+        raise ApiError(503, "overloaded", str(exc), {"Retry-After": str(voice.options.retry_after_s)}) from None
+    return lambda: manager.__exit__(None, None, None)
+
+
+class _ClosingStream(StreamingResponse):
+    """A streamed answer that runs ``on_close`` however it ends (sent, failed, never started),
+    so a stream whose client vanished before the first byte still frees its queue place."""
+
+    def __init__(self, content: Any, *, on_close: Any, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.on_close = on_close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()
+
+
+class _ClientGone(Exception):
+    """The client disconnected while its request waited."""
+
+
+async def _wait(request: Request, futures: list[asyncio.Future], timeout: float) -> list[np.ndarray]:
+    """Results of ``futures``; 504 after ``timeout``; stops early if the client disconnects."""
+    gathered = asyncio.gather(*futures)
+    disconnect = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({gathered, disconnect}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        disconnect.cancel()
+    if gathered in done:
+        return gathered.result()
+    gathered.cancel()
+    if disconnect in done:
+        raise _ClientGone()
+    raise ApiError(504, "timeout", f"not vocoded within {timeout:g} s (--timeout-s); the service is overloaded")
+
+
+async def _disconnected(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message.get("type") == "http.disconnect":
+            return
+
+
+def _cancel(futures: list[asyncio.Future]) -> None:
+    for future in futures:
+        future.cancel()
+
+
+async def _warm_up(voice: Voice) -> None:
+    """One engine call per window shape of a typical request, so the first client is not slow."""
+    mel = np.zeros((voice.info.in_channels, 4 * voice.options.first_chunk_frames), np.float32)
+    await asyncio.gather(*(f for f, _, _ in voice.submit_windows(mel)))
+
+
+def _api_key_check(api_key: str | None) -> Any:
+    expected = f"Bearer {api_key}".encode() if api_key else None
+
+    async def require_api_key(request: Request) -> None:
+        if expected is None:
+            return
+        given = request.headers.get("authorization", "").encode("latin-1", "replace")
+        if not hmac.compare_digest(given, expected):
+            raise ApiError(401, "unauthorized", "missing or wrong API key: send 'Authorization: Bearer KEY'",
+                           {"WWW-Authenticate": "Bearer"})
+
+    return require_api_key
+
+
+def _install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
+    def answer(error: ApiError) -> JSONResponse:
+        metrics.errors.labels(error.kind).inc()
+        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return answer(exc)
+
+    @app.exception_handler(_ClientGone)
+    async def client_gone(request: Request, exc: _ClientGone) -> Response:
+        metrics.errors.labels("client_gone").inc()
+        return Response(status_code=499)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return answer(bad_request(f"{where}: {first.get('msg', 'invalid request')}"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return answer(ApiError(exc.status_code, kind, str(exc.detail), getattr(exc, "headers", None)))
+
+    @app.exception_handler(HifitrtError)
+    async def hifitrt_error(request: Request, exc: HifitrtError) -> JSONResponse:
+        return answer(bad_request(str(exc)))
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s", request.url.path)
+        return answer(ApiError(500, "internal", f"internal error ({type(exc).__name__}: {one_line(str(exc))[:200]})"))
+
+
+class _ServiceMiddleware:
+    """Counts requests (in flight, by endpoint and status) and refuses new ones while draining."""
+
+    def __init__(self, app: Any, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        endpoint = path if path in _ENDPOINTS else "other"
+        state = scope["app"].state if "app" in scope else None
+        if state is not None and getattr(state, "draining", False) and path != "/healthz":
+            error = ApiError(503, "draining", "the service is shutting down; retry on another instance",
+                             {"Retry-After": "1", "Connection": "close"})
+            self.metrics.errors.labels("draining").inc()
+            self.metrics.requests.labels(endpoint, "503").inc()
+            await JSONResponse(error.body(), status_code=503, headers=error.headers)(scope, receive, send)
+            return
+        status = {"code": 500}
+
+        async def send_and_record(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.requests.labels(endpoint, str(status["code"])).inc()
+
+
+_ENDPOINTS = {"/v1/vocode", "/v1/audio/speech", "/v1/voices", "/healthz", "/readyz", "/metrics", "/"}
+
+
+def _include_web_page(app: FastAPI, voices: dict[str, Voice], auth: list[Any]) -> None:
+    try:
+        from .webui import webui_router
+    except ImportError:
+        return
+    engine_dirs = {name: v.info.engine_dir for name, v in voices.items() if v.info.engine_dir is not None}
+    app.include_router(webui_router(engine_dirs, report_dependencies=auth))

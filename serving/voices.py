@@ -1,0 +1,215 @@
+"""A served voice: one loaded engine, its micro-batcher, its admission limit, and how a mel is
+cut into the windows the batcher runs.
+
+Why every answer is vocoded in the same windows (``chunk_plan``): a streamed answer must start
+early, so its first ``first_chunk_frames`` frames are vocoded as their own window; the rest
+follows as one more window (the engine itself chunks anything longer than its profiles). A
+non-streamed answer uses the very same windows, so streamed and non-streamed audio are the same
+computation and hence the same bytes. Each window carries the vocoder's receptive field
+(``spec.left/right_context_frames``) on each side, so the joined windows equal vocoding the
+whole mel to float rounding (at most 1 LSB in int16). The price is that context: a few dozen
+frames per answer, paid once. NSF voices are vocoded as one window: their harmonic source
+integrates pitch from the utterance's start, which a mid-utterance window cannot know.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..errors import HifitrtError
+from .batcher import MicroBatcher
+from .config import ServeOptions
+from .metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+
+
+class Overloaded(Exception):
+    """The voice already holds ``max_queue`` requests: answer 503 at once."""
+
+
+@dataclass(frozen=True)
+class VoiceInfo:
+    """What ``GET /v1/voices`` shows about a voice."""
+
+    name: str
+    sample_rate: int
+    hop: int
+    in_channels: int
+    backend: str
+    precision: str
+    digest: str
+    engine_dir: Path | None
+
+    def public(self) -> dict[str, Any]:
+        return {"name": self.name, "sample_rate": self.sample_rate, "hop": self.hop,
+                "in_channels": self.in_channels, "backend": self.backend, "precision": self.precision,
+                "digest": self.digest}
+
+
+@dataclass(frozen=True)
+class VoiceSpec:
+    """A voice to load: its name (None: the engine's source name) and what to load."""
+
+    target: str
+    name: str | None = None
+
+
+def load_voice_engine(spec: VoiceSpec, backend: str | None = None) -> tuple[Any, VoiceInfo]:
+    """(engine, info) for an engine directory, or with ``backend='torch'`` any vocoder source."""
+    from ..runtime import VocoderEngine
+
+    if backend == "torch":
+        from ..export.load import load_vocoder
+
+        vocoder = load_vocoder(spec.target)
+        device = "cpu"
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                vocoder.module.to("cuda")
+                device = "cuda"
+        except ImportError:  # pragma: no cover - torch is a dependency
+            pass
+        engine = VocoderEngine.from_vocoder(vocoder)
+        name = spec.name or _source_name(spec.target)
+        info = VoiceInfo(name, engine.sample_rate, int(engine.spec.hop), int(engine.spec.in_channels),
+                         f"torch ({device})", "fp32", str(engine.spec.digest), None)
+        return engine, info
+    if backend not in (None, "engine"):
+        raise HifitrtError(f"unknown backend {backend!r}: leave it out (engine directories) or use 'torch'")
+    path = Path(spec.target)
+    if not (path / "manifest.json").is_file():
+        raise HifitrtError(f"{spec.target} is not an engine directory (no manifest.json); build one with "
+                           f"`tts-build-engine build SOURCE --out DIR`, or serve a vocoder source with --backend torch")
+    engine = VocoderEngine.load(path)
+    manifest = engine.manifest
+    source = _field(manifest, "source") or {}
+    backend_info = _field(manifest, "backend") or {}
+    engine_file = _field(manifest, "engine_file")
+    artifacts = _field(manifest, "artifacts") or {}
+    digest = (artifacts.get(engine_file) or {}).get("sha256") or _field(manifest, "onnx_digest") or ""
+    name = spec.name or source.get("voice") or _source_name(str(source.get("location") or path.name))
+    info = VoiceInfo(name, engine.sample_rate, int(engine.spec.hop), int(engine.spec.in_channels),
+                     str(backend_info.get("name", "engine")), str(_field(manifest, "precision") or ""),
+                     str(digest), path.resolve())
+    return engine, info
+
+
+def _field(manifest: Any, name: str) -> Any:
+    return manifest.get(name) if isinstance(manifest, dict) else getattr(manifest, name, None)
+
+
+def _source_name(location: str) -> str:
+    if location in ("default", ""):
+        return location or "default"
+    return Path(location.rstrip("/")).name.split(".")[0] or "voice"
+
+
+def chunk_plan(frames: int, first_chunk_frames: int, whole: bool = False) -> list[tuple[int, int]]:
+    """Output frame ranges [s, e) a mel of ``frames`` is vocoded in (see the module docstring)."""
+    if whole or frames <= 2 * first_chunk_frames:
+        return [(0, frames)]
+    return [(0, first_chunk_frames), (first_chunk_frames, frames)]
+
+
+class Voice:
+    """One configured voice of the service."""
+
+    def __init__(self, engine: Any, info: VoiceInfo, options: ServeOptions, metrics: ServiceMetrics) -> None:
+        self.engine = engine
+        self.info = info
+        self.options = options
+        self.metrics = metrics
+        spec = engine.spec
+        self.hop = int(spec.hop)
+        self.left = int(spec.left_context_frames)
+        self.right = 0 if spec.causal else int(spec.right_context_frames)
+        self.whole = bool(getattr(spec, "nsf", False))
+        self.batcher: MicroBatcher | None = None
+        self.pending = 0  # requests admitted and not yet answered
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def start(self) -> None:
+        self.batcher = MicroBatcher(self.name, self.engine.batch, self.options, self.metrics)
+        self.batcher.start()
+
+    async def stop(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.stop()
+
+    @contextmanager
+    def admitted(self) -> Iterator[None]:
+        """Hold one of the voice's ``max_queue`` request places, or raise Overloaded at once."""
+        if self.pending >= self.options.max_queue:
+            raise Overloaded(f"voice {self.name!r} has {self.pending} requests waiting (--max-queue "
+                             f"{self.options.max_queue}); retry shortly")
+        self.pending += 1
+        try:
+            yield
+        finally:
+            self.pending -= 1
+
+    def plan(self, frames: int) -> list[tuple[int, int]]:
+        return chunk_plan(frames, self.options.first_chunk_frames, whole=self.whole)
+
+    def submit_windows(self, mel: np.ndarray) -> list[tuple[asyncio.Future, int, int]]:
+        """Queue every window of ``mel`` [C, T] at once; (future, first sample, sample count) each.
+
+        The first window is urgent when there are several (it is a stream's first audio).
+        """
+        if self.batcher is None:
+            raise RuntimeError("voice not started")
+        total = mel.shape[1]
+        plan = self.plan(total)
+        out = []
+        for index, (s, e) in enumerate(plan):
+            a, b = max(0, s - self.left), min(total, e + self.right)
+            window = np.ascontiguousarray(mel[:, a:b])
+            future = self.batcher.submit(window, urgent=index == 0 and len(plan) > 1)
+            out.append((future, (s - a) * self.hop, (e - s) * self.hop))
+        return out
+
+    def vocode_blocking(self, mel: np.ndarray, loop: asyncio.AbstractEventLoop, timeout: float) -> np.ndarray:
+        """From a worker thread (ModelScope's pipeline): the batched samples of ``mel``."""
+        async def whole() -> np.ndarray:
+            parts = self.submit_windows(mel)
+            try:
+                wavs = await asyncio.gather(*(f for f, _, _ in parts))
+            finally:
+                for f, _, _ in parts:
+                    f.cancel()
+            return np.concatenate([w[o:o + n] for w, (_, o, n) in zip(wavs, parts)])
+
+        future = asyncio.run_coroutine_threadsafe(whole(), loop)
+        try:
+            return future.result(timeout)
+        except BaseException:
+            future.cancel()  # a timed-out synthesis must not leave its windows queued
+            raise
+
+
+def parse_voice_arg(text: str) -> VoiceSpec:
+    """``NAME=TARGET`` (``--voice``) -> VoiceSpec; a bad name is a one-line error."""
+    name, sep, target = text.partition("=")
+    if not sep or not name or not target:
+        raise HifitrtError(f"--voice {text!r}: expected NAME=TARGET, e.g. --voice zhitian=engines/zhitian")
+    return VoiceSpec(target=target, name=validate_voice_name(name))
+
+
+def validate_voice_name(name: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+        raise HifitrtError(f"voice name {name!r}: use letters, digits, '_', '.', '-' (at most 64)")
+    return name
