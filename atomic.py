@@ -20,13 +20,22 @@ from .errors import OutputError
 
 def _resolve_target(target: Path) -> tuple[Path, os.stat_result | None]:
     """(path to write, its stat or None when new): symlinks are followed, never replaced."""
-    real = Path(os.path.realpath(target)) if target.is_symlink() else target
     try:
-        return real, real.stat()
+        info = target.stat()  # follows links, /proc/self/fd magic links included
     except FileNotFoundError:
-        return real, None
+        info = None
     except OSError as exc:
         raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        return target, info  # a device or FIFO is opened by the name the user gave
+    return (Path(os.path.realpath(target)) if target.is_symlink() else target), info
+
+
+def _is_stream_name(target: Path) -> bool:
+    """``/dev/stdout``, ``/dev/fd/N``, ``/proc/self/fd/N``: an already-open stream, even when it
+    leads to a regular file (``> out.wav``, ``>> log``) that an atomic replace would clobber."""
+    text = os.path.abspath(target)
+    return text.startswith(("/dev/", "/proc/")) and os.path.realpath(target) != text
 
 
 def _refuse_special(target: Path, info: os.stat_result) -> None:
@@ -77,9 +86,10 @@ def write_output(target: Path, data: bytes) -> None:
     """Write a user-named output file: atomically for a regular or new file, written through
     for a character device or FIFO (``/dev/null``, ``/dev/stdout``, a pipe), refused otherwise."""
     real, info = _resolve_target(Path(target))
-    if info is not None and (stat.S_ISCHR(info.st_mode) or stat.S_ISFIFO(info.st_mode)):
+    if info is not None and (stat.S_ISCHR(info.st_mode) or stat.S_ISFIFO(info.st_mode)
+                             or _is_stream_name(Path(target))):
         try:
-            with open(real, "wb") as handle:
+            with open(target, "ab") as handle:  # append: never truncate what a stream leads to
                 handle.write(data)
         except OSError as exc:
             raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None

@@ -82,7 +82,9 @@ def cmd_vocode(args: argparse.Namespace) -> int:
         print(f"wrote {seconds:.2f} s at {spec.sample_rate} Hz to stdout", file=sys.stderr)
         return 0
     write_wav(Path(args.output), audio, spec.sample_rate)
-    print(f"wrote {args.output}: {seconds:.2f} s at {spec.sample_rate} Hz")
+    # -o /dev/stdout: the message must not land in the audio stream
+    print(f"wrote {args.output}: {seconds:.2f} s at {spec.sample_rate} Hz",
+          file=sys.stderr if str(args.output).startswith("/dev/") else sys.stdout)
     return 0
 
 

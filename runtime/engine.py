@@ -275,7 +275,7 @@ class VocoderEngine:
         if limit is None:
             return 1 << 30
         if not self.strict_profiles:
-            return limit
+            return max(limit, extra)  # at least as many new frames as context frames per window
         return max(1, limit - extra)
 
     def _run_chunked(self, item: np.ndarray) -> np.ndarray:

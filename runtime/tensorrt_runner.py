@@ -152,7 +152,10 @@ class TensorRTRunner(Runner):
         lean_runtime = None
         if built_with and built_with != here and version_compatible:
             lean_runtime = self._load_lean_runtime(runtime, built_with, here, lean_path)
-        engine = (lean_runtime or runtime).deserialize_cuda_engine(plan)
+        if lean_runtime is not None:
+            engine = lean_runtime.deserialize_cuda_engine(plan)
+        else:
+            engine = runtime.deserialize_cuda_engine(plan)
         if engine is None:
             built = f" (built by TensorRT {built_with})" if built_with and built_with != here else ""
             raise EngineError(

@@ -1,4 +1,4 @@
-"""The service's web page: ``GET /`` (one self-contained page), its two static files, and each
+"""The service's web page: ``GET /`` (one self-contained page), its static files, and each
 voice's parity report, read-only.
 
 Why a router of its own: the page is optional furniture beside the API, so it lives apart from
@@ -34,6 +34,7 @@ from typing import Callable, Mapping, Sequence
 from fastapi import APIRouter, params
 from fastapi.responses import Response
 
+from ..errors import HifitrtError
 from . import errors
 
 # The files the page is made of, with their media types. Nothing else is served from static/.
@@ -44,7 +45,9 @@ STATIC_FILES: Mapping[str, str] = {
 }
 
 # The page loads only its own files and talks only to its own origin; audio is played from
-# memory (Web Audio) and downloaded as a blob: URL.
+# memory (Web Audio) and downloaded as a blob: URL (which fetch may read back). Inline styles
+# and data: images are allowed for one reason: with --api-key the page opens a voice's report
+# from a blob: URL, and that document inherits this policy.
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self' blob:; "
             "img-src 'self' data:; media-src 'self' blob:; form-action 'none'; "
             "frame-ancestors 'none'; base-uri 'none'")
@@ -114,4 +117,8 @@ def _as_lookup(engine_dirs: EngineDirs) -> Callable[[str], Path | None]:
 
 
 def _read_static(name: str) -> bytes:
-    return resources.files("hifitrt.serving").joinpath("static", name).read_bytes()
+    try:
+        return resources.files("hifitrt.serving").joinpath("static", name).read_bytes()
+    except OSError as exc:
+        raise HifitrtError(f"the web page file serving/static/{name} is missing from this hifitrt install "
+                           f"({exc.strerror}); reinstall hifitrt") from exc

@@ -185,6 +185,23 @@ def test_vocode_to_stdout(tiny, mel_npy, capsysbinary) -> None:
     assert rate == 8000 and len(samples) == 4000 and b"wrote" in captured.err
 
 
+def test_vocode_to_dev_stdout_appends_to_a_redirected_log(tiny, mel_npy, tmp_path) -> None:
+    """`vocode -o /dev/stdout >> log`: written through the open stream, never truncating or replacing it."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "log"
+    log.write_bytes(b"earlier line\n")
+    with open(log, "ab") as handle:
+        proc = subprocess.run([str(Path(sys.executable).parent / "tts-build-engine"), "vocode", str(tiny),
+                               str(mel_npy), "-o", "/dev/stdout"], stdout=handle, stderr=subprocess.PIPE, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    data = log.read_bytes()
+    assert data.startswith(b"earlier line\nRIFF")
+    samples, _ = _wav_samples(data[len(b"earlier line\n"):])
+    assert len(samples) == 4000
+
+
 def test_vocode_refuses_a_directory_or_a_path_under_a_file(tiny, mel_npy, tmp_path, capsys) -> None:
     folder = tmp_path / "folder"
     folder.mkdir()

@@ -1,18 +1,20 @@
-"""Every TensorRT name hifitrt uses exists in both TensorRT 10.16 and 11.1.
+"""Every TensorRT name hifitrt uses exists in TensorRT 10.16, 11.1 and 11.4.
 
-No machine here has TensorRT, so the TensorRT code is checked statically: the builder, runner
-and their shared helpers are parsed with ``ast`` and every attribute used on a TensorRT object
-is looked up in the name lists of both releases (shared/reference/tensorrt-*-python-names.txt,
-which list every method, property and enum value bound by TensorRT's Python module).
+No machine here has TensorRT, so the TensorRT code is checked statically against the complete
+name lists made from the real bindings (shared/reference/tensorrt-{10.16,11.1,11.4}-python-
+qualified-names.txt, see tensorrt.md there: every class, enum member, method and property of
+``tensorrt``, qualified as ``Class.member``). Every file that imports TensorRT is parsed with
+``ast`` and every attribute used on the TensorRT module or a TensorRT object is looked up in all
+three lists, with no exemptions: ``trt.BuilderFlag.TF32`` must be listed as ``BuilderFlag.TF32``,
+``engine.create_execution_context`` as ``ICudaEngine.create_execution_context``; where the class
+of an object is not known (the result of an unlisted call) the bare name must be in all three.
 
-Which expressions are TensorRT objects is decided by a naming rule the TensorRT modules follow
-(see their docstrings): the module is ``trt`` (or ``self._trt``); TensorRT objects live in
-variables or attributes named as in ``TRT_OBJECT_NAMES``; calls on those return TensorRT
-objects too (``parser.get_error(i).desc()``). Class names are not in the lists (they hold
-members only), so ``TRT_CLASSES`` lists the classes used, each checked by hand in NVIDIA's
-release/10.12, release/10.16 and release/11.1 ``python/src`` bindings. A coverage test makes
-sure the checker really sees the calls (a renamed variable would otherwise escape it), and the
-TensorRT test double's public surface is checked against the lists as well.
+Which expressions are TensorRT objects is decided by the naming rule the TensorRT modules follow
+(see their docstrings): the module is ``trt``/``trt_module`` (or ``self._trt``); TensorRT
+objects live in variables or attributes named as in ``OBJECT_CLASSES``; calls listed in
+``RETURNS`` give objects of a known class. A coverage test makes sure the checker really sees
+the calls (a renamed variable would otherwise escape it), another that every file importing
+TensorRT is checked, and the TensorRT test double's public surface is checked as well.
 """
 from __future__ import annotations
 
@@ -25,31 +27,37 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-CHECKED_FILES = ("engines/tensorrt_builder.py", "engines/tensorrt_common.py", "runtime/tensorrt_runner.py")
+VERSIONS = ("10.16", "11.1", "11.4")
+CHECKED_FILES = (
+    "engines/tensorrt_builder.py",
+    "engines/tensorrt_common.py",
+    "engines/tensorrt_install.py",
+    "engines/machine.py",
+    "runtime/tensorrt_runner.py",
+)
 
-TRT_MODULE_NAMES = {"trt"}
-TRT_OBJECT_NAMES = {
-    "builder", "network", "config", "parser", "parser_error", "trt_profile", "timing_cache",
-    "disk_cache", "host_memory", "tensor", "runtime", "engine", "context",
+MODULE_NAMES = {"trt", "trt_module"}
+OBJECT_CLASSES = {
+    "builder": "Builder", "network": "INetworkDefinition", "config": "IBuilderConfig", "parser": "OnnxParser",
+    "parser_error": "ParserError", "trt_profile": "IOptimizationProfile", "timing_cache": "ITimingCache",
+    "disk_cache": "ITimingCache", "host_memory": "IHostMemory", "tensor": "ITensor", "runtime": "Runtime",
+    "lean_runtime": "Runtime", "engine": "ICudaEngine", "context": "IExecutionContext",
 }
-# Verified in NVIDIA/TensorRT release/10.12, release/10.16 and release/11.1 python/src
-# (py::class_ / py::enum_ registrations): present under these names in all three.
-TRT_CLASSES = {
-    "Logger", "ILogger", "Builder", "Runtime", "OnnxParser", "NetworkDefinitionCreationFlag",
-    "BuilderFlag", "MemoryPoolType", "HardwareCompatibilityLevel", "TensorIOMode", "DataType",
+RETURNS = {  # documented return classes of the calls hifitrt chains on
+    "Builder.create_network": "INetworkDefinition", "Builder.create_builder_config": "IBuilderConfig",
+    "Builder.create_optimization_profile": "IOptimizationProfile", "OnnxParser.get_error": "ParserError",
+    "INetworkDefinition.get_input": "ITensor", "INetworkDefinition.get_output": "ITensor",
+    "IBuilderConfig.create_timing_cache": "ITimingCache", "IBuilderConfig.get_timing_cache": "ITimingCache",
+    "Runtime.load_runtime": "Runtime", "Runtime.deserialize_cuda_engine": "ICudaEngine",
+    "ICudaEngine.create_execution_context": "IExecutionContext", "ParserError.code": "ErrorCode",
 }
-TRT_MODULE_ATTRS = {"__version__"}  # set in tensorrt/__init__.py of both releases
-# Never to be used, whatever the lists say: weak typing (gone in 11.x) and host code execution.
+# Policy, not availability: names hifitrt must never use even where they exist.
 BANNED = {
     "engine_host_code_allowed": "lets a plan run host code; hifitrt never enables it",
-    "FP16": "precision flags do not exist in TensorRT 11 (precision lives in the ONNX graph)",
-    "BF16": "precision flags do not exist in TensorRT 11",
-    "INT8": "precision flags do not exist in TensorRT 11",
-    "FP8": "precision flags do not exist in TensorRT 11",
-    "EXPLICIT_BATCH": "removed in TensorRT 11",
-    "platform_has_fast_fp16": "removed in TensorRT 11",
-    "OBEY_PRECISION_CONSTRAINTS": "removed in TensorRT 11",
-    "PREFER_PRECISION_CONSTRAINTS": "removed in TensorRT 11",
+    "FP16": "precision lives in the ONNX graph (no precision flags; gone in TensorRT 11)",
+    "BF16": "precision lives in the ONNX graph (no precision flags; gone in TensorRT 11)",
+    "INT8": "precision lives in the ONNX graph (no precision flags; gone in TensorRT 11)",
+    "FP8": "precision lives in the ONNX graph (no precision flags; gone in TensorRT 11)",
 }
 
 
@@ -60,27 +68,32 @@ def _reference_dir() -> Path | None:
         str(REPO / "tests" / "data" / "tensorrt"),
     ]
     for candidate in candidates:
-        if candidate and (Path(candidate) / "tensorrt-11.1-python-names.txt").is_file():
+        if candidate and all((Path(candidate) / f"tensorrt-{v}-python-qualified-names.txt").is_file() for v in VERSIONS):
             return Path(candidate)
     return None
 
 
 @pytest.fixture(scope="module")
 def names() -> dict[str, set[str]]:
+    """{version: qualified names plus the bare last component of each}."""
     folder = _reference_dir()
     if folder is None:
-        pytest.skip("TensorRT name lists not found (shared/reference/tensorrt-*-python-names.txt beside the repo)")
-    return {
-        version: {line.strip() for line in (folder / f"tensorrt-{version}-python-names.txt").read_text().splitlines() if line.strip()}
-        for version in ("10.16", "11.1")
-    }
+        pytest.skip("TensorRT name lists not found (shared/reference/tensorrt-*-python-qualified-names.txt beside the repo)")
+    result = {}
+    for version in VERSIONS:
+        qualified = {line.strip() for line in (folder / f"tensorrt-{version}-python-qualified-names.txt").read_text().splitlines() if line.strip()}
+        result[version] = qualified | {"*." + name.rsplit(".", 1)[-1] for name in qualified}
+    return result
 
 
 @dataclass(frozen=True)
 class Access:
     line: int
-    name: str
-    kind: str  # "class" (trt.X), "member" (attribute of a TensorRT object)
+    name: str  # "Class.member", "Module-level name", or "*.member" when the class is unknown
+
+    @property
+    def member(self) -> str:
+        return self.name.rsplit(".", 1)[-1]
 
 
 def _ident(node: ast.AST) -> str | None:
@@ -92,31 +105,49 @@ def _ident(node: ast.AST) -> str | None:
 
 
 def _is_module(node: ast.AST) -> bool:
-    return isinstance(node, (ast.Name, ast.Attribute)) and _ident(node) in TRT_MODULE_NAMES
+    return isinstance(node, (ast.Name, ast.Attribute)) and _ident(node) in MODULE_NAMES
 
 
-def _is_trt_value(node: ast.AST) -> bool:
-    """A TensorRT object (not the module): named by the rule, a trt.X class/enum, or a call on one."""
-    if isinstance(node, (ast.Name, ast.Attribute)) and _ident(node) in TRT_OBJECT_NAMES:
-        return True
+def _trt_type(node: ast.AST) -> str | None:
+    """The TensorRT class of ``node`` ("BuilderFlag", "ICudaEngine", "?" when a TensorRT object of
+    unknown class), or None when ``node`` is not a TensorRT object."""
+    if isinstance(node, (ast.Name, ast.Attribute)) and _ident(node) in OBJECT_CLASSES:
+        return OBJECT_CLASSES[_ident(node)]  # type: ignore[index]
     if isinstance(node, ast.Attribute):
-        return _is_module(node.value) or _is_trt_value(node.value)
-    if isinstance(node, ast.Call):
-        return _is_trt_value(node.func)
+        if _is_module(node.value):
+            return node.attr  # trt.BuilderFlag -> the class/enum itself
+        owner = _trt_type(node.value)
+        if owner is not None:
+            return owner if owner[0].isupper() and owner != "?" and _is_enum_access(node) else "?"
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        owner = _trt_type(node.func.value)
+        if owner is not None:
+            return RETURNS.get(f"{owner}.{node.func.attr}", "?")
     if isinstance(node, ast.Subscript):
-        return _is_trt_value(node.value)
-    return False
+        return "?" if _trt_type(node.value) is not None else None
+    return None
+
+
+def _is_enum_access(node: ast.Attribute) -> bool:
+    """``trt.BuilderFlag.TF32``: an enum member keeps its enum's type (for ``.name`` on it)."""
+    return isinstance(node.value, ast.Attribute) and _is_module(node.value.value) and node.attr.isupper()
+
+
+def _qualify(owner: str | None, attr: str) -> str:
+    return f"{owner}.{attr}" if owner and owner != "?" else f"*.{attr}"
 
 
 def trt_accesses(source: str) -> list[Access]:
-    """Every attribute accessed on the TensorRT module or on TensorRT objects in ``source``."""
+    """Every attribute used on the TensorRT module or on a TensorRT object in ``source``."""
     found: list[Access] = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Attribute):
             if _is_module(node.value):
-                found.append(Access(node.lineno, node.attr, "class"))
-            elif _is_trt_value(node.value):
-                found.append(Access(node.lineno, node.attr, "member"))
+                found.append(Access(node.lineno, node.attr))
+            else:
+                owner = _trt_type(node.value)
+                if owner is not None:
+                    found.append(Access(node.lineno, _qualify(owner, node.attr)))
         elif (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name)
@@ -125,11 +156,11 @@ def trt_accesses(source: str) -> list[Access]:
             and isinstance(node.args[1], ast.Constant)
             and isinstance(node.args[1].value, str)
         ):
-            target = node.args[0]
+            target, attr = node.args[0], node.args[1].value
             if _is_module(target):
-                found.append(Access(node.lineno, node.args[1].value, "class"))
-            elif _is_trt_value(target):
-                found.append(Access(node.lineno, node.args[1].value, "member"))
+                found.append(Access(node.lineno, attr))
+            elif _trt_type(target) is not None:
+                found.append(Access(node.lineno, _qualify(_trt_type(target), attr)))
     return found
 
 
@@ -137,12 +168,8 @@ def problems(source: str, names: dict[str, set[str]]) -> list[str]:
     """Human-readable list of names that are banned or missing from a release."""
     result = []
     for access in trt_accesses(source):
-        if access.name in BANNED:
-            result.append(f"line {access.line}: {access.name}: {BANNED[access.name]}")
-            continue
-        if access.name.startswith("__") and access.name.endswith("__") and access.name not in TRT_MODULE_ATTRS:
-            continue  # Python protocol (ILogger.__init__)
-        if access.kind == "class" and (access.name in TRT_CLASSES or access.name in TRT_MODULE_ATTRS):
+        if access.member in BANNED:
+            result.append(f"line {access.line}: {access.name}: {BANNED[access.member]}")
             continue
         missing = [version for version, known in names.items() if access.name not in known]
         if missing:
@@ -151,9 +178,25 @@ def problems(source: str, names: dict[str, set[str]]) -> list[str]:
 
 
 @pytest.mark.parametrize("relative", CHECKED_FILES)
-def test_tensorrt_code_uses_only_names_present_in_10_16_and_11_1(relative, names):
+def test_tensorrt_code_uses_only_names_present_in_10_16_11_1_and_11_4(relative, names):
     source = (REPO / relative).read_text()
     assert problems(source, names) == []
+
+
+def test_every_module_that_imports_tensorrt_is_checked():
+    """A new module that touches TensorRT must join CHECKED_FILES (and follow the naming rule)."""
+    touching = set()
+    for path in REPO.rglob("*.py"):
+        relative = path.relative_to(REPO).as_posix()
+        if relative.split("/")[0] in {"tests", "build", ".venv", "scripts"} or "/." in f"/{relative}":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            imports = isinstance(node, ast.Import) and any(a.name.split(".")[0] == "tensorrt" for a in node.names)
+            imports |= isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "tensorrt"
+            if imports:
+                touching.add(relative)
+    assert touching <= set(CHECKED_FILES), touching - set(CHECKED_FILES)
 
 
 def test_checker_sees_the_tensorrt_calls():
@@ -161,21 +204,29 @@ def test_checker_sees_the_tensorrt_calls():
     for relative in CHECKED_FILES:
         seen |= {access.name for access in trt_accesses((REPO / relative).read_text())}
     expected = {
-        "Builder", "OnnxParser", "Runtime", "ILogger", "NetworkDefinitionCreationFlag", "STRONGLY_TYPED",
-        "create_network", "parse_from_file", "num_errors", "get_error", "node_name", "desc",
-        "create_builder_config", "set_memory_pool_limit", "WORKSPACE", "clear_flag", "TF32",
-        "VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME", "AMPERE_PLUS", "hardware_compatibility_level",
-        "create_optimization_profile", "set_shape", "add_optimization_profile",
-        "create_timing_cache", "set_timing_cache", "get_timing_cache", "serialize", "combine",
-        "build_serialized_network", "deserialize_cuda_engine", "num_io_tensors", "get_tensor_name",
-        "get_tensor_mode", "get_tensor_dtype", "num_optimization_profiles", "get_tensor_profile_shape",
-        "create_execution_context", "set_optimization_profile_async", "set_input_shape", "infer_shapes",
-        "get_tensor_shape", "set_tensor_address", "execute_async_v3", "__version__",
+        "Builder", "OnnxParser", "Runtime", "ILogger", "NetworkDefinitionCreationFlag.STRONGLY_TYPED",
+        "Builder.create_network", "OnnxParser.parse_from_file", "OnnxParser.num_errors", "OnnxParser.get_error",
+        "ParserError.node_name", "ParserError.desc", "ParserError.code",
+        "Builder.create_builder_config", "IBuilderConfig.set_memory_pool_limit", "MemoryPoolType.WORKSPACE",
+        "IBuilderConfig.clear_flag", "BuilderFlag.TF32", "BuilderFlag.VERSION_COMPATIBLE",
+        "BuilderFlag.EXCLUDE_LEAN_RUNTIME", "HardwareCompatibilityLevel.AMPERE_PLUS",
+        "IBuilderConfig.hardware_compatibility_level", "Builder.create_optimization_profile",
+        "IOptimizationProfile.set_shape", "IBuilderConfig.add_optimization_profile",
+        "IBuilderConfig.create_timing_cache", "IBuilderConfig.set_timing_cache", "IBuilderConfig.get_timing_cache",
+        "ITimingCache.serialize", "ITimingCache.combine", "Builder.build_serialized_network",
+        "Runtime.deserialize_cuda_engine", "Runtime.load_runtime", "ICudaEngine.num_io_tensors",
+        "ICudaEngine.get_tensor_name", "ICudaEngine.get_tensor_mode", "ICudaEngine.get_tensor_dtype",
+        "ICudaEngine.num_optimization_profiles", "ICudaEngine.get_tensor_profile_shape",
+        "ICudaEngine.create_execution_context", "ExecutionContextAllocationStrategy.ON_PROFILE_CHANGE",
+        "IExecutionContext.set_optimization_profile_async", "IExecutionContext.set_input_shape",
+        "IExecutionContext.infer_shapes", "IExecutionContext.get_tensor_shape",
+        "IExecutionContext.set_tensor_address", "IExecutionContext.execute_async_v3", "TensorIOMode.INPUT",
+        "__version__",
     }
     assert expected - seen == set()
 
 
-def test_no_tensorrt_file_mentions_host_code_permission_outside_text():
+def test_no_tensorrt_file_mentions_host_code_permission():
     """``engine_host_code_allowed`` must never be set: not even via a variable the rule misses."""
     for relative in CHECKED_FILES:
         tree = ast.parse((REPO / relative).read_text())
@@ -184,7 +235,7 @@ def test_no_tensorrt_file_mentions_host_code_permission_outside_text():
 
 
 BAD_SOURCE = '''
-def build(trt, builder, config, runtime, parser):
+def build(trt, builder, config, runtime, parser, engine):
     config.set_flag(trt.BuilderFlag.FP16)
     fast = builder.platform_has_fast_fp16
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
@@ -192,15 +243,20 @@ def build(trt, builder, config, runtime, parser):
     other = trt.NoSuchClass
     calibrator = getattr(config, "int8_calibrator")
     where = parser.get_error(0).no_such_accessor()
-    size = self_engine = None
+    size = engine.device_memory_size
+    context = engine.create_execution_context_without_device_memory()
+    weights = engine.load_weights()
+    profile_stream = config.profile_stream.dla_workspace_allocation_strategy
 '''
 
 GOOD_SOURCE = '''
-def build(trt, builder, parser):
+def build(trt, builder, parser, engine):
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     text = parser.get_error(0).desc()
+    code = parser.get_error(0).code().name
     config = builder.create_builder_config()
     config.clear_flag(trt.BuilderFlag.TF32)
+    size = engine.device_memory_size_v2
     shape_profile = object()
     shape_profile.frames_max  # not a TensorRT object: not checked
 '''
@@ -210,42 +266,59 @@ def test_checker_catches_bad_names(names):
     found = problems(BAD_SOURCE, names)
     joined = "\n".join(found)
     for bad in ("FP16", "platform_has_fast_fp16", "EXPLICIT_BATCH", "engine_host_code_allowed", "NoSuchClass",
-                "int8_calibrator", "no_such_accessor"):
-        assert bad in joined, f"checker missed {bad}"
-    assert "int8_calibrator is not in TensorRT 11.1" in joined  # present in 10.16 only
+                "int8_calibrator", "no_such_accessor", "device_memory_size ", "without_device_memory",
+                "load_weights", "dla_workspace_allocation_strategy"):
+        assert bad.strip() in joined, f"checker missed {bad}"
+    assert "IBuilderConfig.int8_calibrator is not in TensorRT 11.1, 11.4" in joined  # 10.16 only
+    assert "ICudaEngine.load_weights is not in TensorRT 10.16, 11.1, 11.4" in joined  # documented, never bound
+    # 11.4 added Runtime.dla_workspace_allocation_strategy, but not on IBuilderConfig: qualified names tell.
+    assert "*.dla_workspace_allocation_strategy is not in TensorRT 10.16, 11.1" in joined
     assert problems(GOOD_SOURCE, names) == []
 
 
-def test_name_lists_reflect_the_11_removals(names):
+def test_name_lists_reflect_the_11_removals_and_the_11_4_additions(names):
     """Sanity of the reference data the other tests trust."""
-    assert {"FP16", "EXPLICIT_BATCH", "platform_has_fast_fp16"} <= names["10.16"]
-    assert not {"FP16", "EXPLICIT_BATCH", "platform_has_fast_fp16"} & names["11.1"]
+    assert {"BuilderFlag.FP16", "NetworkDefinitionCreationFlag.EXPLICIT_BATCH", "Builder.platform_has_fast_fp16"} <= names["10.16"]
+    for version in ("11.1", "11.4"):
+        assert not {"BuilderFlag.FP16", "NetworkDefinitionCreationFlag.EXPLICIT_BATCH"} & names[version]
+    assert "Runtime.dla_workspace_allocation_strategy" in names["11.4"] - names["11.1"]
+    assert {"Runtime.load_runtime", "Runtime.engine_host_code_allowed"} <= names["10.16"] & names["11.1"] & names["11.4"]
 
 
-def test_test_double_surface_exists_in_both_releases(names):
+def test_test_double_surface_exists_in_all_three_releases(names):
     """The double raises for anything it lacks, so code that passes the double-based tests uses
-    only the double's surface: every public name on it must exist in both releases."""
+    only the double's surface: every public name on it must exist, on the same class, in all
+    three releases (its enums per major: BuilderFlag11 in 11.1 and 11.4, BuilderFlag10 in 10.16)."""
     from doubles import tensorrt_double as d
 
-    classes = [
-        d._Builder, d._Runtime, d.OnnxParser, d.IBuilderConfig, d.IOptimizationProfile, d.ITimingCache,
-        d.INetworkDefinition, d.ITensor, d.ILayer, d.ParserError, d.ICudaEngine, d.IExecutionContext,
-        d.IHostMemory, d.ILogger, d.Logger,
-    ]
-    both = names["10.16"] & names["11.1"]
+    classes = {
+        d._Builder: "Builder", d._Runtime: "Runtime", d.OnnxParser: "OnnxParser", d.IBuilderConfig: "IBuilderConfig",
+        d.IOptimizationProfile: "IOptimizationProfile", d.ITimingCache: "ITimingCache",
+        d.INetworkDefinition: "INetworkDefinition", d.ITensor: "ITensor", d.ILayer: "ILayer",
+        d.ParserError: "ParserError", d.ICudaEngine: "ICudaEngine", d.IExecutionContext: "IExecutionContext",
+        d.IHostMemory: "IHostMemory", d.ILogger: "ILogger", d.Logger: "Logger",
+    }
+    everywhere = names["10.16"] & names["11.1"] & names["11.4"]
     missing = []
-    for cls in classes:
+    for cls, real in classes.items():
+        if real not in everywhere:
+            missing.append(real)
         for attr in vars(cls):
-            if attr.startswith("_") or attr.startswith("double_") or attr in {"Severity"}:
+            value = vars(cls)[attr]
+            if attr.startswith("_") or attr.startswith("double_") or (isinstance(value, type) and issubclass(value, IntEnum)):
                 continue
-            if isinstance(vars(cls)[attr], type) and issubclass(vars(cls)[attr], IntEnum):
-                continue
-            if attr not in both:
-                missing.append(f"{cls.__name__}.{attr}")
-    enums11 = [d.BuilderFlag11, d.NetworkDefinitionCreationFlag11, d.MemoryPoolType, d.HardwareCompatibilityLevel,
-               d.TensorIOMode, d.DataType, d.ErrorCode, d.Severity]
-    for enum in enums11:
-        missing += [f"{enum.__name__}.{m}" for m in enum.__members__ if m not in names["11.1"]]
-    for enum in (d.BuilderFlag10, d.NetworkDefinitionCreationFlag10):
-        missing += [f"{enum.__name__}.{m}" for m in enum.__members__ if m not in names["10.16"]]
+            if f"{real}.{attr}" not in everywhere:
+                missing.append(f"{real}.{attr}")
+    per_release = {
+        ("11.1", "11.4"): [d.BuilderFlag11, d.NetworkDefinitionCreationFlag11],
+        ("10.16",): [d.BuilderFlag10, d.NetworkDefinitionCreationFlag10],
+        VERSIONS: [d.MemoryPoolType, d.HardwareCompatibilityLevel, d.TensorIOMode, d.DataType, d.ErrorCode,
+                   d.ExecutionContextAllocationStrategy],
+    }
+    for versions, enums in per_release.items():
+        for enum in enums:
+            real = enum.__name__.rstrip("0123456789")
+            for member in enum.__members__:
+                missing += [f"{real}.{member} ({v})" for v in versions if f"{real}.{member}" not in names[v]]
+    missing += [f"ILogger.{m}" for m in d.Severity.__members__ if f"ILogger.Severity.{m}" not in everywhere]
     assert missing == []

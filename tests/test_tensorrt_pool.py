@@ -131,17 +131,19 @@ def test_pool_prefers_a_context_already_on_the_needed_profile(plan):
         runner._run(second, 1, mel(1, 64))
         runner._checkin(first)
         runner._checkin(second)
-        assert runner._checkout(0) is first and runner._checkout(1) is second
+        again_first, again_second = runner._checkout(0), runner._checkout(1)
+        runner._checkin(again_first)
+        runner._checkin(again_second)
+        assert again_first is first and again_second is second
 
 
 def test_close_is_safe_while_threads_call_infer(plan, expected):
     trt = make_tensorrt_double()
     runner = TensorRTRunner(plan, trt_module=trt, device=CpuDeviceBackend(), max_contexts=3)
     outcomes: list[str] = []
-    stop = threading.Event()
 
     def loop() -> None:
-        while not stop.is_set():
+        for _ in range(100_000):  # until close() refuses the next call
             try:
                 wav = runner.infer(mel(2, 77))
                 outcomes.append("ok" if np.allclose(wav, expected[(2, 77)], rtol=0, atol=1e-6) else "wrong")
@@ -159,7 +161,6 @@ def test_close_is_safe_while_threads_call_infer(plan, expected):
     while outcomes.count("ok") < 8 and time.monotonic() < deadline:
         time.sleep(0.01)
     runner.close()
-    stop.set()
     for t in workers:
         t.join(30)
     assert not any(t.is_alive() for t in workers)

@@ -298,8 +298,11 @@ def test_without_triton_the_message_says_how_to_get_it(monkeypatch):
 
 
 # -- the real server -----------------------------------------------------------------------------
+# Marked slow: the module's one Triton server takes 15-60 s to start on 2 busy cores (each
+# Python-model stub process imports torch, numpy and onnxruntime).
 
 
+@pytest.mark.slow
 def test_server_loads_what_it_can_and_says_what_it_cannot(server):
     banner = server.banner
     assert "models: tiny, tiny_q1" in banner, banner
@@ -309,6 +312,7 @@ def test_server_loads_what_it_can_and_says_what_it_cannot(server):
     assert server.start_seconds < 90
 
 
+@pytest.mark.slow
 def test_concurrent_mixed_lengths_are_batched_and_exact(server, client, engine):
     mels = [_mel(engine.in_channels, frames, seed) for seed, frames in enumerate(LENGTHS)]
     count0, exec0 = _metric(server, "nv_inference_count_total", "tiny"), \
@@ -326,6 +330,7 @@ def test_concurrent_mixed_lengths_are_batched_and_exact(server, client, engine):
     assert executions < count, f"{count} requests ran in {executions} executions: nothing was batched"
 
 
+@pytest.mark.slow
 def test_what_arrives_is_what_was_sent(server, client, engine):
     """The numpy-2 trap: the backend's as_numpy() garbles mels under numpy 2 and
     pb_utils.Tensor(ndarray) answers with zero bytes; DLPack both ways is exact."""
@@ -336,6 +341,7 @@ def test_what_arrives_is_what_was_sent(server, client, engine):
         assert result.as_numpy("wav").nbytes == mel.shape[1] * engine.hop * 4
 
 
+@pytest.mark.slow
 def test_malformed_requests_fail_alone(server, client, engine):
     good = [_mel(engine.in_channels, frames, 7 * frames) for frames in (12, 30, 61)]
     nan = good[1].copy()
@@ -345,11 +351,13 @@ def test_malformed_requests_fail_alone(server, client, engine):
     for i, mel in zip((0, 2, 4), good):
         assert not isinstance(results[i], Exception), results[i]
         assert np.abs(results[i].as_numpy("wav")[0] - engine(mel)).max() <= 1e-5
-    assert "NaN" in str(results[1]) and "frame 5" in str(results[1])
-    assert "mel" in str(results[3]) and str(engine.in_channels) in str(results[3])  # Triton's shape check
+    assert "[400]" in str(results[1]) and "NaN" in str(results[1]) and "frame 5" in str(results[1])
+    # Triton's own shape check answers the wrong channel count before the model sees it.
+    assert "[400]" in str(results[3]) and "mel" in str(results[3]) and str(engine.in_channels) in str(results[3])
     assert server.process.poll() is None  # the server is still up
 
 
+@pytest.mark.slow
 def test_full_queue_rejects_at_once(server, engine):
     """tiny_q1: one request running, one waiting; the others are rejected without waiting."""
     import tritonclient.http as httpclient
@@ -398,6 +406,7 @@ def test_cli_writes_a_repository(engine_dir, tmp_path, capsys):
     assert not (tmp_path / "r2").exists() or not any((tmp_path / "r2").iterdir())
 
 
+@pytest.mark.slow
 def test_server_stops_cleanly(server):
     """Last: Ctrl-C stops the CLI, which stops Triton (exit code 0) and its stub processes."""
     import urllib.request

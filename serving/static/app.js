@@ -91,9 +91,12 @@
       signal: controller.signal,
       touch,
       reason: () => reason,
+      // Clears the timers and drops the connection if its body was left unread (an error
+      // answer after the headers); after a complete answer the abort changes nothing.
       done() {
         clearTimeout(total);
         clearTimeout(idle);
+        controller.abort();
       },
     };
   }
@@ -120,7 +123,10 @@
   function transportError(err, limit) {
     if (err instanceof ApiError) return err;
     if (limit && limit.reason()) return new ApiError(`timed out: ${limit.reason()}`);
-    return new ApiError('cannot reach the service (is it still running?)');
+    if (err instanceof TypeError && /fetch|network/i.test(err.message)) {
+      return new ApiError('cannot reach the service (is it still running?)');
+    }
+    return new ApiError(oneLine(err && err.message ? err.message : err));
   }
 
   async function getJson(path) {
@@ -208,6 +214,9 @@
 
   function applyMode() {
     const ready = state.choices.length > 0 && !state.busy;
+    $('result').setAttribute('aria-busy', String(state.busy));
+    $('speak').textContent = state.busy ? 'Working…' : 'Speak';
+    $('vocode').textContent = state.busy ? 'Working…' : 'Vocode';
     $('speak-form').hidden = !state.textToSpeech;
     $('speak').disabled = !ready || !state.textToSpeech;
     $('vocode').disabled = !ready;
@@ -234,7 +243,8 @@
       link.addEventListener('click', (event) => openReport(event, v.name));
       const reportCell = document.createElement('td');
       reportCell.append(link);
-      tr.append(th, cell(v.sample_rate ? `${v.sample_rate} Hz` : null, 'num'), cell(v.backend), cell(v.precision), reportCell);
+      const rate = cell(v.sample_rate ? `${v.sample_rate} Hz` : null, 'num');
+      tr.append(th, rate, cell(v.backend), cell(v.precision), reportCell);
       checkReport(v.name, reportCell);
       return tr;
     });
@@ -562,7 +572,9 @@
     while (state.history.length > 1 && state.history[1].t <= now - BATCH_WINDOW_MS) state.history.shift();
     const base = state.history[0];
     const batches = count - base.count;
-    if (batches > 0) return [((total - base.sum) / batches).toFixed(2), `${batches} engine call${batches === 1 ? '' : 's'}`];
+    if (batches > 0) {
+      return [((total - base.sum) / batches).toFixed(2), `${batches} engine call${batches === 1 ? '' : 's'}`];
+    }
     return ['idle', count > 0 ? `${(total / count).toFixed(2)} overall` : ''];
   }
 
