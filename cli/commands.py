@@ -22,12 +22,29 @@ def _add_source(p: argparse.ArgumentParser) -> None:
 _ENGINE_MARKS = ("manifest.json", "model.onnx", "model.fp16.onnx", "tensorrt", "onnxruntime", ".build.lock")
 
 
+def _print_versions() -> None:
+    """TensorRT's and torch's CUDA (and the driver's) on one line, plus what disagrees."""
+    from hifitrt.engines.tensorrt_install import cuda_mismatch, describe_versions, installed_versions
+
+    versions = installed_versions()
+    print(f"versions: {describe_versions(versions)}")
+    problem = cuda_mismatch(versions)
+    if problem:
+        print(f"warning: {problem}")
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    _print_versions()
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     target = Path(args.source)
     if target.is_dir() and any((target / name).exists() for name in _ENGINE_MARKS):
         from hifitrt.engines.describe import inspect_engine_dir
 
         print(inspect_engine_dir(target))
+        _print_versions()
         return 0
     from hifitrt.export.load import load_vocoder
 
@@ -212,6 +229,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result = bench_engine(engine_dir, max_batch=int(args.max_batch), repeats=int(args.repeats), threads=args.threads,
                           progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(result.table())
+    _print_versions()
     if args.json_out:
         print(f"wrote {result.write_json(args.json_out)}")
     return 0
@@ -223,6 +241,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     _add_source(p)
     p.add_argument("--json", action="store_true", help="print the spec as JSON")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("versions", help="print TensorRT, torch and driver versions with their CUDA versions")
+    p.set_defaults(func=cmd_versions)
 
     p = sub.add_parser("vocode", help="turn a mel (.npy) or a wav (re-analysed) into audio")
     _add_source(p)

@@ -48,8 +48,9 @@ from . import layout
 from .machine import DeviceInfo, Machine, current_device, current_machine, tensorrt_version
 from .onnxruntime_engine import build_onnxruntime_engine, choose_providers
 from .profiles import ShapeProfile
-from .tensorrt_builder import build_tensorrt_engine
-from .tensorrt_common import import_tensorrt, version_tuple
+from .tensorrt_builder import build_tensorrt_engine, timing_cache_file
+from .tensorrt_common import device_index, import_tensorrt
+from .tensorrt_install import LEAN_LIBRARY_ENV, find_lean_runtime, lean_wheel, tensorrt_cuda_major, version_compatible_runtime_ok
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..export.load import Vocoder
@@ -77,7 +78,9 @@ class BuildOptions:
     profiles for the backend, raised to the vocoder's ``min_frames``). ``verify_export``
     (the fp32 ONNX-vs-PyTorch check) and ``force`` change no artifact, so they are not part of
     the build key. TensorRT-only: ``workspace_bytes``, ``hardware_compatibility`` ("ampere_plus"
-    or None), ``version_compatible``. ONNX Runtime only: ``use_tensorrt_ep``.
+    or None), ``version_compatible``, ``device`` ("cuda:N": the GPU to build on and record, the
+    one the engine will run on; not in the key, the GPU it names is). ONNX Runtime only:
+    ``use_tensorrt_ep``.
     """
 
     backend: str = AUTO
@@ -88,6 +91,7 @@ class BuildOptions:
     workspace_bytes: int = DEFAULT_WORKSPACE_BYTES
     hardware_compatibility: str | None = None
     version_compatible: bool = False
+    device: str | None = None
     use_tensorrt_ep: bool = False
     verify_export: bool = True
     force: bool = False
@@ -154,7 +158,8 @@ class Backend(abc.ABC):
     def requested(self, trt_module: Any = None) -> str:
         """Why this backend can run here when asked for by name; EngineError when it cannot."""
 
-    def machine(self, trt_module: Any = None) -> Machine:
+    def machine(self, trt_module: Any = None, device: Any = None) -> Machine:
+        """The facts recorded in the manifest and compared on reuse (``device``: "cuda:N")."""
         return Machine(current_device(), None)
 
     @abc.abstractmethod
@@ -202,8 +207,8 @@ class TensorRTBackend(Backend):
         on = device.describe() if device else "the TensorRT test double"
         return f"TensorRT {tensorrt_version(trt)} as requested on {on}"
 
-    def machine(self, trt_module: Any = None) -> Machine:
-        return current_machine(trt_module)
+    def machine(self, trt_module: Any = None, device: Any = None) -> Machine:
+        return current_machine(trt_module, device_index(device))
 
     def key_inputs(self, options: BuildOptions, machine: Machine) -> dict[str, Any]:
         return {
@@ -221,11 +226,13 @@ class TensorRTBackend(Backend):
     def build(self, request: BuildRequest) -> BackendBuild:
         out, opts = request.engine_dir, request.options
         (out / layout.TENSORRT_PLAN).parent.mkdir(exist_ok=True)
+        here = self.machine(request.trt_module, opts.device)  # names the timing cache (TensorRT + GPU)
         result = build_tensorrt_engine(
             out / request.onnx_relpath, out / layout.TENSORRT_PLAN, request.profiles,
-            workspace_bytes=opts.workspace_bytes, timing_cache_path=out / layout.TENSORRT_TIMING_CACHE,
+            workspace_bytes=opts.workspace_bytes, timing_cache_path=timing_cache_file(
+                (out / layout.TENSORRT_PLAN).parent, here.tensorrt_version, here.device),
             hardware_compatibility=opts.hardware_compatibility, version_compatible=opts.version_compatible,
-            min_frames=request.min_frames, trt_module=request.trt_module,
+            min_frames=request.min_frames, device_index=device_index(opts.device), trt_module=request.trt_module,
         )
         details = result.to_dict()
         for key in ("plan_path", "timing_cache_path", "profiles", "plan_sha256", "plan_bytes"):
@@ -238,18 +245,28 @@ class TensorRTBackend(Backend):
 
     def check_machine(self, manifest: "Manifest", machine: Machine, engine_dir: Any = "ENGINE_DIR") -> None:
         """Plans match the exact TensorRT version and the GPU they were built on. Two build
-        options relax that, as TensorRT documents: ``version_compatible`` plans load on the
-        same or a newer TensorRT of the same major version; ``hardware_compatibility=
-        "ampere_plus"`` plans load on any GPU of compute capability 8.0 or newer."""
+        options relax that, as TensorRT documents: ``version_compatible`` plans run on a TensorRT
+        that may run them (the same or a newer release of the same major, or a 10.x plan on
+        11.x) through the lean runtime of the build version, which must be installed here
+        (engines/tensorrt_install.py); ``hardware_compatibility="ampere_plus"`` plans load on any
+        GPU of compute capability 8.0 or newer."""
         options = manifest.options or {}
         built_version = str(manifest.backend.get("version") or "unknown")
         built_device = manifest.device_info
+        version_compatible = bool(options.get("version_compatible"))
         problems = []
-        if not _version_ok(built_version, machine.tensorrt_version, bool(options.get("version_compatible"))):
+        if not _version_ok(built_version, machine.tensorrt_version, version_compatible):
             problems.append("TensorRT version")
         if not _device_ok(built_device, machine.device, options.get("hardware_compatibility")):
             problems.append("GPU")
         if not problems:
+            if version_compatible and machine.tensorrt_version != built_version and find_lean_runtime(built_version) is None:
+                raise EngineError(
+                    f"engine in {engine_dir} was built version-compatible by TensorRT {built_version} and runs on "
+                    f"TensorRT {machine.tensorrt_version} only through the {built_version} lean runtime: pip install "
+                    f"{lean_wheel(built_version, tensorrt_cuda_major())} (or set {LEAN_LIBRARY_ENV} to its "
+                    f"libnvinfer_lean.so), or rebuild it here with {manifest.rebuild_command(engine_dir)}"
+                )
             return
         built_gpu = built_device.describe() if built_device else "no CUDA GPU"
         raise EngineError(
@@ -338,7 +355,7 @@ def resolve_backend(requested: str, trt_module: Any = None) -> tuple[Backend, st
         return backend_for("onnxruntime"), "auto: no CUDA GPU, so ONNX Runtime on the CPU provider"
     return backend_for("onnxruntime"), (
         f"auto: CUDA GPU {device.describe()} but TensorRT is not importable, so ONNX Runtime with the CUDA "
-        "provider (pip install 'hifitrt[gpu]' for TensorRT)"
+        "provider (pip install 'hifitrt[gpu-cu12]' or 'hifitrt[gpu-cu13]' for TensorRT, see docs/TENSORRT.md)"
     )
 
 
@@ -346,12 +363,7 @@ def resolve_backend(requested: str, trt_module: Any = None) -> tuple[Backend, st
 def _version_ok(built: str, here: str | None, version_compatible: bool) -> bool:
     if here is None:
         return False
-    if here == built:
-        return True
-    if not version_compatible:
-        return False
-    b, h = version_tuple(built), version_tuple(here)
-    return bool(b) and bool(h) and b[0] == h[0] and h >= b
+    return here == built or (version_compatible and version_compatible_runtime_ok(built, here))
 
 
 def _cc_tuple(text: str) -> tuple[int, ...]:

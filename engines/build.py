@@ -167,7 +167,7 @@ def build_engine(
     steps.say(f"backend: {backend.name} ({reason})")
     with build_lock(out_dir, steps.say) as out:
         if backend.machine_bound:
-            here = machine if machine is not None else backend.machine(trt_module)
+            here = machine if machine is not None else backend.machine(trt_module, opts.device)
         else:
             here = backend.machine(trt_module)
         return _build_locked(source, out, steps, opts, backend, reason, here, trt_module)

@@ -10,7 +10,8 @@ everything else imports them. Paths are relative, POSIX, as the manifest records
       model.fp16.onnx           mixed-precision graph (export.precision), fp16 engines only
       precision_plan.json       which nodes stay fp32 and why, fp16 engines only
       tensorrt/engine.plan      TensorRT backend: the serialized plan
-      tensorrt/timing.cache     TensorRT backend: tactic timings reused by the next build
+      tensorrt/timing-*.cache   TensorRT backend: tactic timings reused by the next build, one file
+                                per TensorRT version and GPU (engines.tensorrt_builder.timing_cache_file)
       onnxruntime/session.json  ONNX Runtime backend: how to open the ONNX model
       onnxruntime/trt_ep_cache/ ONNX Runtime's TensorRT execution provider cache (opt-in)
       openvino/engine.json      OpenVINO backend: the parts to compile and their precision hints
@@ -30,7 +31,7 @@ FP32_ONNX = "model.onnx"
 FP16_ONNX = "model.fp16.onnx"
 PRECISION_PLAN = "precision_plan.json"
 TENSORRT_PLAN = "tensorrt/engine.plan"
-TENSORRT_TIMING_CACHE = "tensorrt/timing.cache"
+TENSORRT_TIMING_CACHES = "tensorrt/timing-*.cache"  # a glob: named by TensorRT version and GPU
 ORT_SESSION = "onnxruntime/session.json"
 ORT_TRT_EP_CACHE = "onnxruntime/trt_ep_cache"
 OPENVINO_DIR = "openvino"

@@ -76,6 +76,7 @@ def tensorrt_version(trt_module: Any = None) -> str | None:
     return str(version) if version else None
 
 
-def current_machine(trt_module: Any = None) -> Machine:
-    """This machine's GPU and TensorRT (``trt_module`` stands in for ``tensorrt`` in tests)."""
-    return Machine(current_device(), tensorrt_version(trt_module))
+def current_machine(trt_module: Any = None, device_index: int | None = None) -> Machine:
+    """This machine's GPU ``device_index`` (None: GPU 0) and TensorRT (``trt_module`` stands in
+    for ``tensorrt`` in tests). The index must be the one the engine is built or run on."""
+    return Machine(current_device(0 if device_index is None else device_index), tensorrt_version(trt_module))

@@ -24,6 +24,7 @@ from ..errors import EngineError
 from . import layout
 from .backends import backend_for, backend_names
 from .machine import DeviceInfo, Machine, current_machine
+from .tensorrt_common import device_index
 
 SCHEMA = "hifitrt.engine-manifest"
 SCHEMA_VERSION = 1
@@ -251,13 +252,15 @@ def verify_engine_dir(
     for_this_machine: bool = True,
     machine: Machine | None = None,
     trt_module: Any = None,
+    device: Any = None,
 ) -> Manifest:
     """Check an engine directory without deserialising anything; return its manifest.
 
     1. the manifest parses and has hifitrt's schema;
     2. for machine-bound backends (TensorRT) and ``for_this_machine``: the recorded TensorRT
        version and GPU match ``machine`` (default: :func:`current_machine`, with ``trt_module``
-       standing in for ``tensorrt`` in tests), as the backend's ``check_machine`` decides;
+       standing in for ``tensorrt`` in tests, and ``device`` — ``"cuda:N"``, the GPU the engine
+       will run on — choosing the GPU), as the backend's ``check_machine`` decides;
     3. the manifest's own content matches its :data:`INTEGRITY_FIELD` seal;
     4. every artifact exists with the recorded size and sha256.
     Raises :class:`EngineError` naming the file or both machines, with the rebuild command.
@@ -266,7 +269,8 @@ def verify_engine_dir(
     manifest = read_manifest(root)
     backend = backend_for(manifest.backend_name)
     if for_this_machine and backend.machine_bound:
-        backend.check_machine(manifest, machine if machine is not None else current_machine(trt_module), root)
+        here = machine if machine is not None else current_machine(trt_module, device_index(device))
+        backend.check_machine(manifest, here, root)
     _verify_manifest_seal(root, manifest)
     for rel, entry in manifest.artifacts.items():
         _verify_artifact(root, rel, entry, manifest)

@@ -159,10 +159,13 @@ def device_index(device: Any) -> int | None:
     """The CUDA device index of ``"cuda:N"``, ``N`` or a torch device; None for ``"cuda"``/None.
 
     The manifest check, the builder and the runner must look at the same GPU: the one the
-    caller names (None means the current device, GPU 0 unless the caller changed it).
+    caller names (None means the current device, GPU 0 unless the caller changed it). A runtime
+    DeviceBackend gives its CUDA device; one without (the test double's CPU backend) gives None.
     """
     if device is None:
         return None
+    if not isinstance(device, (str, int)) and not hasattr(device, "type"):
+        return device_index(getattr(device, "device", None))  # a DeviceBackend
     if isinstance(device, int) and not isinstance(device, bool):
         index: int | None = device
     elif hasattr(device, "type") and hasattr(device, "index"):  # torch.device

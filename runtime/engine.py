@@ -75,7 +75,8 @@ class VocoderEngine:
         default, one per core). ``runner_kwargs`` go to the backend's runner (TensorRT:
         ``trt_module``, ``device``, ``max_contexts``).
         """
-        manifest = verify_engine_dir(engine_dir, for_this_machine=True)
+        manifest = verify_engine_dir(engine_dir, for_this_machine=True, device=runner_kwargs.get("device"),
+                                     trt_module=runner_kwargs.get("trt_module"))  # the GPU it will run on
         runner = runner_for_engine_dir(Path(engine_dir), manifest, threads=threads, **runner_kwargs)
         return cls(runner, manifest.spec, manifest=manifest)
 

@@ -182,14 +182,31 @@ def test_machine_checked_without_deserialising(tmp_path: Path) -> None:
         verify_engine_dir(root, machine=Machine(T4, "10.13.0"))
 
 
-def test_compatibility_options_relax_the_check(tmp_path: Path) -> None:
+def test_compatibility_options_relax_the_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A version-compatible plan runs on a newer TensorRT (same major, or 10.x on 11.x, as NVIDIA's
+    support matrix says) only through the build version's lean runtime, so the check passes when
+    that runtime is found and otherwise names the wheel that installs it."""
+    from hifitrt.engines.tensorrt_install import LEAN_LIBRARY_ENV
+
     check_machine = backend_for("tensorrt").check_machine
     manifest = read_manifest(make_engine_dir(tmp_path / "a", version_compatible=True))
-    check_machine(manifest, Machine(A10G, "10.16.1"))  # newer 10.x: fine
-    with pytest.raises(EngineError):
+    monkeypatch.setenv("LD_LIBRARY_PATH", "")
+    monkeypatch.delenv(LEAN_LIBRARY_ENV, raising=False)
+    check_machine(manifest, Machine(A10G, "10.13.0"))  # same version: no lean runtime needed
+    with pytest.raises(EngineError, match=r"only through the 10.13.0 lean runtime: pip install tensorrt-lean-cu\d+==10.13.0"):
+        check_machine(manifest, Machine(A10G, "10.16.1"))
+    lean = tmp_path / "libnvinfer_lean.so.10.13.0"
+    lean.write_bytes(b"stand-in")
+    monkeypatch.setenv(LEAN_LIBRARY_ENV, str(lean))
+    check_machine(manifest, Machine(A10G, "10.16.1"))  # newer 10.x with the 10.13 lean runtime: fine
+    check_machine(manifest, Machine(A10G, "11.1.0"))  # TensorRT 10 plans run on TensorRT 11: fine
+    with pytest.raises(EngineError, match="TensorRT version differ"):
         check_machine(manifest, Machine(A10G, "10.12.0"))  # older: not fine
-    with pytest.raises(EngineError):
-        check_machine(manifest, Machine(A10G, "11.1.0"))  # other major: not fine
+    with pytest.raises(EngineError, match="TensorRT version differ"):
+        check_machine(manifest, Machine(A10G, "12.0.0"))  # no other cross-major pair is supported
+    plain = read_manifest(make_engine_dir(tmp_path / "p"))
+    with pytest.raises(EngineError, match="TensorRT version differ"):
+        check_machine(plain, Machine(A10G, "10.16.1"))  # not version-compatible: exact version only
     manifest = read_manifest(make_engine_dir(tmp_path / "b", hardware_compatibility="ampere_plus"))
     check_machine(manifest, Machine(L4, "10.13.0"))
     with pytest.raises(EngineError, match="GPU differ"):
