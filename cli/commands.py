@@ -142,7 +142,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         backend=args.backend, precision=args.precision, voice=args.voice, profiles=tuple(args.profile or ()),
         workspace_bytes=int(args.workspace_mb) << 20, hardware_compatibility=args.hardware_compatibility,
         version_compatible=args.version_compatible, force=args.force,
-        allow_short_profiles=args.allow_short_profiles,
+        allow_short_profiles=args.allow_short_profiles, device=args.device,
     )
     result = build_and_verify(args.source, args.out, options, report=not args.no_report,
                               progress=lambda line: print(line, flush=True))
@@ -153,6 +153,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(f"engine     {result.engine_dir}")
     print(f"backend    {m.backend_name} {m.backend.get('version', '')} ({b.backend_reason or 'as recorded'})")
     print(f"precision  {m.precision}; profiles: " + ", ".join(p.name for p in m.shape_profiles))
+    if m.backend.get("precision_reason"):  # OpenVINO bf16|auto: the BF16 plan's verdict with its numbers
+        print(f"           {m.backend['precision_reason']}")
     print(f"build      {'reused (same build key, artifacts verified)' if b.reused else 'built: ' + (b.rebuild_reason or 'new')}"
           f" in {b.seconds:.1f} s")
     print(f"quick      worst SNR {_fmt(q['worst_snr_db'], '.1f')} dB, worst max|err| {q['worst_max_abs_error']:.2e}, "
@@ -271,8 +273,11 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--workspace-mb", type=int, default=2048, help="TensorRT workspace limit")
     p.add_argument("--hardware-compatibility", choices=("none", "ampere_plus"), default="none")
     p.add_argument("--version-compatible", action="store_true",
-                   help="TensorRT version-compatible engine (loading it runs host code; opt in only for your own engines)")
+                   help="TensorRT version-compatible plan: a newer TensorRT runs it through the lean runtime of the "
+                   "building version, which must be installed there (docs/TENSORRT.md); hifitrt never allows host code")
     p.add_argument("--force", action="store_true", help="rebuild even if a matching engine exists")
+    p.add_argument("--device", metavar="cuda:N",
+                   help="TensorRT: the GPU to build on and record, the one the engine will run on (default cuda:0)")
     p.add_argument("--allow-short-profiles", action="store_true",
                    help="accept TensorRT profiles shorter than the vocoder's receptive field (long mels are then "
                    "chunked with truncated context: audibly wrong seams)")

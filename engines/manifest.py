@@ -23,7 +23,9 @@ from ..atomic import write_text
 from ..errors import EngineError
 from . import layout
 from .backends import backend_for, backend_names
+from ..export.spec import VocoderSpec
 from .machine import DeviceInfo, Machine, current_machine
+from .profiles import ShapeProfile, profiles_from_list
 from .tensorrt_common import device_index
 
 SCHEMA = "hifitrt.engine-manifest"
@@ -116,17 +118,13 @@ class Manifest:
         return str(self.backend["name"])
 
     @property
-    def spec(self) -> Any:
+    def spec(self) -> VocoderSpec:
         """The vocoder's :class:`~hifitrt.export.spec.VocoderSpec`."""
-        from ..export.spec import VocoderSpec
-
         return VocoderSpec.from_dict(self.source["spec"])
 
     @property
-    def shape_profiles(self) -> tuple[Any, ...]:
+    def shape_profiles(self) -> tuple[ShapeProfile, ...]:
         """``profiles`` as :class:`~hifitrt.engines.profiles.ShapeProfile` objects."""
-        from .profiles import profiles_from_list
-
         return profiles_from_list(self.profiles)
 
     @property

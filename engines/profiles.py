@@ -290,9 +290,16 @@ def check_context(profiles: Sequence[ShapeProfile], context_frames: int, *, allo
     )
 
 
-def profile_for_shape(profiles: Sequence[ShapeProfile], batch: int, frames: int) -> int | None:
+def _tightness(p: ShapeProfile, index: int) -> tuple[int, int, int, int, int]:
+    """Sort key of the one profile-selection rule: smaller = tighter (see profile_for_shape)."""
+    return (p.frames_max, p.batch_max, p.frames_max - p.frames_min, p.batch_max - p.batch_min, index)
+
+
+def profile_for_shape(profiles: Sequence[ShapeProfile], batch: int | None, frames: int) -> int | None:
     """Index of the tightest profile containing (batch, frames), or None if none does.
 
+    The one profile-selection rule (the TensorRT runner picks its optimization profile with it,
+    ``VocoderEngine`` groups a batch by it with ``batch=None``, which ignores the batch axis).
     Tightest = smallest frames_max, then smallest batch_max, then narrowest ranges, then the
     lowest index. A profile with a smaller max was tuned (opt) for shorter inputs and reserves
     less activation memory, so at a boundary shared by two profiles (128 frames is the short
@@ -300,9 +307,9 @@ def profile_for_shape(profiles: Sequence[ShapeProfile], batch: int, frames: int)
     """
     best: tuple[tuple[int, int, int, int, int], int] | None = None
     for index, p in enumerate(profiles):
-        if not p.contains(batch, frames):
+        if not (p.frames_min <= frames <= p.frames_max) or (batch is not None and not p.contains(batch, frames)):
             continue
-        key = (p.frames_max, p.batch_max, p.frames_max - p.frames_min, p.batch_max - p.batch_min, index)
+        key = _tightness(p, index)
         if best is None or key < best[0]:
             best = (key, index)
     return None if best is None else best[1]

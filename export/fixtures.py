@@ -2,7 +2,8 @@
 
 Parity, calibration and benchmarks must run on speech-like mels (voicing, pauses, silence),
 never on random tensors, so every package can ask for the same small set here. The files are
-made by scripts/make_fixtures.py and described in tests/fixtures/fixtures.json.
+made by scripts/make_fixtures.py and described in data/fixtures.json (the package's ``data``
+folder: library data, not test data, so it ships in every install).
 """
 from __future__ import annotations
 
@@ -23,20 +24,19 @@ ENV_VAR = "HIFITRT_FIXTURES"
 def fixture_dir() -> Path:
     """Directory holding fixtures.json, speech/ and mels/.
 
-    ``$HIFITRT_FIXTURES`` wins (another fixture set); otherwise ``tests/fixtures`` next to
-    this package: repo/export/fixtures.py -> repo/tests/fixtures in a checkout or editable
-    install, site-packages/hifitrt/tests/fixtures in a wheel (setup.cfg ships them as
-    package data).
+    ``$HIFITRT_FIXTURES`` wins (another fixture set); otherwise the package's ``data`` folder:
+    repo/export/fixtures.py -> repo/data in a checkout or editable install,
+    site-packages/hifitrt/data in a wheel (setup.cfg ships it as package data).
     """
     env = os.environ.get(ENV_VAR)
     if env:
         d = Path(env).expanduser()
     else:
-        d = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+        d = Path(__file__).resolve().parent.parent / "data"
     if not (d / "fixtures.json").is_file():
         raise FixtureError(
             f"no speech fixtures at {d} (fixtures.json missing); set {ENV_VAR} to the "
-            "tests/fixtures directory of a hifitrt checkout or run scripts/make_fixtures.py"
+            "data directory of a hifitrt checkout or run scripts/make_fixtures.py"
         )
     return d
 

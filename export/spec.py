@@ -4,9 +4,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
+if TYPE_CHECKING:  # pragma: no cover - the spec itself needs no torch
+    import torch
 
 
 @dataclass(frozen=True)

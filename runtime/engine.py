@@ -34,8 +34,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..engines.manifest import Manifest, verify_engine_dir
-from ..engines.profiles import ShapeProfile
+from ..engines.profiles import ShapeProfile, profile_for_shape
 from ..errors import InputError
+from ..export.mel_config import mel_config_for, silence_value
 from ..export.reference import TorchRunner
 from ..export.spec import VocoderSpec
 from ..runner import Runner, check_mel
@@ -186,8 +187,6 @@ class VocoderEngine:
     # -- planning ----------------------------------------------------------------------------
 
     def _pad_column(self) -> np.ndarray:
-        from ..export.mel import mel_config_for, silence_value
-
         col = np.full(self.in_channels, silence_value(mel_config_for(self.spec)), np.float32)
         if getattr(self.spec, "nsf", False):
             col[-2:] = 0.0  # pitch 0 Hz, unvoiced: no excitation, no phase advance
@@ -204,14 +203,12 @@ class VocoderEngine:
         return limit is not None and frames > limit
 
     def _profile_index(self, frames: int) -> int:
-        """Tightest profile (smallest frames_max) whose frame range holds ``frames``; -1: none."""
-        best, best_max = -1, None
-        for i, p in enumerate(self.profiles):
-            if p.frames_min <= frames <= p.frames_max and (best_max is None or p.frames_max < best_max):
-                best, best_max = i, p.frames_max
-        if best < 0 and self.profiles and frames < min(p.frames_min for p in self.profiles):
+        """The profile ``frames`` falls in by the one selection rule (:func:`profile_for_shape`);
+        shorter than every profile: the one starting lowest (the mel is padded up to it); -1: none."""
+        index = profile_for_shape(self.profiles, None, frames)
+        if index is None and self.profiles and frames < min(p.frames_min for p in self.profiles):
             return min(range(len(self.profiles)), key=lambda i: self.profiles[i].frames_min)
-        return best
+        return -1 if index is None else index
 
     def _groups(self, order: list[int], lengths: list[int]) -> list[list[int]]:
         groups: list[list[int]] = []

@@ -2,7 +2,7 @@
 """Load test: a naive one-request-at-a-time service vs ``tts-build-engine serve``, side by side.
 
 Both services run as subprocesses on loopback ports, on the same engine, and get the same
-real-speech mel requests of mixed lengths (segments of ``tests/fixtures/mels``). Each is
+real-speech mel requests of mixed lengths (segments of the shipped speech fixtures). Each is
 driven at each concurrency for a bounded number of requests and a bounded time, and the
 table shows requests/s, audio seconds per second, p50/p95/p99 latency, time to first audio
 (``serve`` streamed; the naive service cannot stream, so its first audio is its whole answer),
@@ -32,24 +32,24 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"  # loopback only, by design
 SEGMENTS = (60, 120, 200, 320)  # request lengths (frames), cut in turn from each real-speech mel
 
 
 # ------------------------------------------------------------------------------------ requests
 
-def speech_requests(mel_dir: Path, limit: int, seed: int = 0) -> list[np.ndarray]:
-    """Real-speech mel segments of mixed lengths, in a fixed shuffled order."""
+def speech_requests(limit: int, seed: int = 0) -> list[np.ndarray]:
+    """Real-speech mel segments (the shipped speech fixtures) of mixed lengths, in a fixed shuffled order."""
+    from hifitrt.export.fixtures import fixture_mels
+
     out = []
-    for path in sorted(mel_dir.glob("*.npy")):
-        mel = np.load(path, allow_pickle=False).astype(np.float32)
+    for mel in fixture_mels().values():
         start, i = 0, 0
         while start < mel.shape[1] and len(out) < 4 * limit:
             n = SEGMENTS[i % len(SEGMENTS)]
@@ -57,8 +57,6 @@ def speech_requests(mel_dir: Path, limit: int, seed: int = 0) -> list[np.ndarray
             if piece.shape[1] >= 20:
                 out.append(np.ascontiguousarray(piece))
             start, i = start + n, i + 1
-    if not out:
-        raise SystemExit(f"no .npy mels in {mel_dir}")
     order = np.random.default_rng(seed).permutation(len(out))
     return [out[i] for i in order][:limit]
 
@@ -257,7 +255,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=24, help="requests per cell (default 24)")
     p.add_argument("--concurrency", default="1,4,16", help="comma-separated levels (default 1,4,16)")
     p.add_argument("--cell-time-s", type=float, default=120.0, help="stop sending after this long per cell")
-    p.add_argument("--mels", default=str(REPO / "tests" / "fixtures" / "mels"), help="real-speech .npy mels")
     p.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for `serve` (repeatable), e.g. --serve-arg=--max-padding=4")
     p.add_argument("--label", default="CPU", help="table label (default CPU)")
@@ -271,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     levels = [int(c) for c in args.concurrency.split(",")]
-    mels = speech_requests(Path(args.mels), args.requests)
+    mels = speech_requests(args.requests)
     engine = load_engine(args.target, args.backend)
     hop, rate = engine.spec.hop, engine.sample_rate
     bodies = [(npy_bytes(m), m.shape[1] * hop / rate) for m in mels]

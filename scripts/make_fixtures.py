@@ -16,7 +16,7 @@ has exactly the wav's length) -> int16 ``speech/<name>.wav``; the mel of that in
 ``DEFAULT_VOCODER_MEL`` -> ``mels/<name>.npy`` [80, T] float32; ``fixtures.json`` records text,
 durations, frames and sha256 of both files.
 
-Usage: scripts/make_fixtures.py [--out tests/fixtures] [--max-bytes 2000000]
+Usage: scripts/make_fixtures.py [--out data] [--max-bytes 2000000]
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def to_int16(x: np.ndarray, hop: int) -> np.ndarray:
 
 def main(argv: list | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    ap.add_argument("--out", type=Path, default=REPO_ROOT / "tests" / "fixtures")
+    ap.add_argument("--out", type=Path, default=REPO_ROOT / "data")
     ap.add_argument("--max-bytes", type=int, default=2_000_000)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

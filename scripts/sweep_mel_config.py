@@ -82,7 +82,7 @@ def find_default_ts(explicit: Optional[str] = None) -> Optional[Path]:
 
 def load_wavs(names: Optional[tuple] = None) -> Dict[str, np.ndarray]:
     out = {}
-    for p in sorted((REPO_ROOT / "tests" / "fixtures" / "speech").glob("*.wav")):
+    for p in sorted((REPO_ROOT / "data" / "speech").glob("*.wav")):
         if names is None or p.stem in names:
             sr, x = wavfile.read(p)
             assert sr == SR and x.dtype == np.int16, p

@@ -2,6 +2,11 @@
 Inference Server model repository.
 
 Imports point one way: ``serving`` uses ``runtime``'s public API only.
+
+The HTTP service: ``create_app`` (``app``), ``tts-build-engine serve`` (``cli/serve.py``).
+Its Prometheus metric names are listed in ``serving.metrics``; ``GET /v1/voices`` answers
+``{default, voices: [{name, sample_rate, hop, in_channels, backend, precision, digest}],
+speech, speech_voices, speech_engines: {model voice: served voice}}``.
 """
 from __future__ import annotations
 

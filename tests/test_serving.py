@@ -165,7 +165,7 @@ def test_streamed_equals_whole_byte_for_byte(engine_dir):
                 assert streamed.headers["content-type"] == f"audio/{fmt}"
                 assert streamed.headers.get("transfer-encoding") == "chunked"
                 pieces = list(streamed.iter_raw())
-            assert len(pieces) >= 2  # sent as it was vocoded, not in one piece
+            assert len(pieces) >= 3  # header, first window, the rest: sent as vocoded
             assert b"".join(pieces) == whole.content
         wav = client.post("/v1/vocode?stream=true", content=_npy(mel)).content
         assert len(_samples(wav)) == 333 * 200  # the streamed WAV header is a real, exact one
@@ -265,7 +265,8 @@ def test_speech_goes_through_real_modelscope_code_and_the_batcher(model_dir, eng
                      options=ServeOptions(max_wait_ms=100, cache_bytes=1 << 20, speech_workers=4))
     texts = ["s0|s1", "s2", "s3|s0", "s1|s2|s3"]
     with serving(app) as base:
-        assert httpx.get(f"{base}/v1/voices").json()["speech_voices"] == [VOICE]
+        listed = httpx.get(f"{base}/v1/voices").json()
+        assert listed["speech_voices"] == [VOICE] and listed["speech_engines"] == {VOICE: VOICE}
         requests = [json.dumps({"model": "sambert-hifigan", "input": t, "voice": VOICE}).encode() for t in texts]
         answers = asyncio.run(_post_all(base, requests, path="/v1/audio/speech"))
         for text, answer in zip(texts, answers):
@@ -285,7 +286,20 @@ def test_speech_goes_through_real_modelscope_code_and_the_batcher(model_dir, eng
             assert again.content == answers[1].content
             assert _metric(base, "hifitrt_cache_hits_total")[()] == 1
             streamed = client.post("/v1/audio/speech", json={"model": "m", "input": "s2", "stream": True})
-            assert streamed.content == answers[1].content
+            assert streamed.content == answers[1].content  # a cached answer streams as it is
+            pieces = []
+            with client.stream("POST", "/v1/audio/speech", json={"model": "m", "input": "s3|s1", "stream": True}) as r:
+                assert r.status_code == 200 and r.headers["content-type"] == "audio/wav"
+                pieces = list(r.iter_raw())
+            body = b"".join(pieces)
+            assert body[4:8] == body[40:44] == b"\xff\xff\xff\xff"  # length unknown when the header went out
+            assert len(pieces) >= 3  # header, then sentence by sentence
+            expected = _samples(plain.forward("s3|s1"))
+            got = np.frombuffer(body[44:], "<i2").astype(np.int32)
+            assert got.shape == expected.shape and np.abs(got - expected).max() <= 4
+            whole = client.post("/v1/audio/speech", json={"model": "m", "input": "s3|s1"})
+            assert whole.content[44:] == body[44:] and _samples(whole.content).shape == expected.shape
+            assert _metric(base, "hifitrt_cache_hits_total")[()] == 3  # the stream filled the cache
             for body, status in (({"model": "m", "input": "s0", "voice": "other"}, 404),
                                  ({"model": "m", "input": ""}, 400),
                                  ({"model": "m", "input": "s0", "response_format": "mp3"}, 400),
@@ -310,7 +324,7 @@ def test_sigterm_drains_in_flight_requests_then_exits(engine_dir, engine):
     port = _free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hifitrt", "serve", str(engine_dir), "--port", str(port), "--max-wait-ms", "1500"],
+        [sys.executable, "-m", "hifitrt", "serve", str(engine_dir), "--port", str(port), "--max-wait-ms", "3000"],
         cwd=REPO.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -333,8 +347,11 @@ def test_sigterm_drains_in_flight_requests_then_exits(engine_dir, engine):
         threads = [threading.Thread(target=send, args=(i,)) for i in range(len(mels))]
         for t in threads:
             t.start()
-        time.sleep(0.5)  # the requests now wait in the batcher (1.5 s)
-        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while _metric(base, "hifitrt_requests_in_flight")[()] < len(mels) + 1:  # + this /metrics request
+            assert time.monotonic() < deadline, "requests did not reach the server"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)  # all three wait in the batcher (3 s) now
         time.sleep(0.3)
         with pytest.raises(httpx.TransportError):  # no new connections while draining
             httpx.get(f"{base}/healthz", timeout=2)

@@ -42,6 +42,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -310,9 +311,11 @@ def _memory_child(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _child_main() -> None:  # pragma: no cover - runs in the child process
+    """Child entry point: measure, then write the numbers where the parent asked (no stdout
+    protocol, so nothing a library logs can corrupt the answer)."""
     request = json.loads(sys.argv[1])
     logging.basicConfig(level=logging.WARNING)
-    print("HIFITRT_BENCH_MEMORY " + json.dumps(_memory_child(request)), flush=True)
+    write_text(Path(request["result_path"]), json.dumps(_memory_child(request)))
 
 
 def measure_memory(engine_dir: str | os.PathLike[str], backend: str, input_paths: Sequence[str],
@@ -324,13 +327,15 @@ def measure_memory(engine_dir: str | os.PathLike[str], backend: str, input_paths
     package_root = str(Path(hifitrt.__file__).parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([package_root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    request = {"engine_dir": str(engine_dir), "backend": backend, "inputs": list(input_paths), "threads": threads}
-    code = "from hifitrt.validation.bench import _child_main; _child_main()"
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(request)], env=env, capture_output=True,
-                          text=True, timeout=timeout)
-    for line in proc.stdout.splitlines():
-        if line.startswith("HIFITRT_BENCH_MEMORY "):
-            return json.loads(line.split(" ", 1)[1])
+    with tempfile.TemporaryDirectory(prefix="hifitrt-bench-mem-") as tmp:
+        result_path = Path(tmp) / "memory.json"
+        request = {"engine_dir": str(engine_dir), "backend": backend, "inputs": list(input_paths),
+                   "threads": threads, "result_path": str(result_path)}
+        code = "from hifitrt.validation.bench import _child_main; _child_main()"
+        proc = subprocess.run([sys.executable, "-c", code, json.dumps(request)], env=env, capture_output=True,
+                              text=True, timeout=timeout)
+        if proc.returncode == 0 and result_path.is_file():
+            return json.loads(result_path.read_text(encoding="utf-8"))
     tail = " ".join(proc.stderr.strip().splitlines()[-1:])[:300]
     raise EngineError(f"memory measurement of {backend} failed in its child process ({tail}); rerun with -v")
 
@@ -454,8 +459,6 @@ def bench_engine(engine_dir: str | os.PathLike[str], *, max_batch: int = 4, repe
 
 def _memory_section(engine_dir: Any, inputs: BenchInputs, long_mel: np.ndarray, max_batch: int,
                     threads: int) -> dict[str, Any]:
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="hifitrt-bench-") as tmp:
         paths = [os.path.join(tmp, "long.npy"), os.path.join(tmp, "batch.npy")]
         np.save(paths[0], long_mel)

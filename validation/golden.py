@@ -18,33 +18,38 @@ fingerprint block moving by more than 0.5 nats.
 
 Regenerate on purpose (after an intended change, say why in the commit)::
 
-    python -m hifitrt.validation.golden --regenerate            # every ONNX Runtime baseline
-    python -m hifitrt.validation.golden --regenerate --only kantts8k-tiny-fp32-onnxruntime
-    python -m hifitrt.validation.golden --backend tensorrt --regenerate   # on a GPU machine
+    python scripts/regenerate_golden.py tests/golden             # every ONNX Runtime baseline
+    python scripts/regenerate_golden.py tests/golden --only kantts8k-tiny-fp32-onnxruntime
+    python scripts/regenerate_golden.py tests/golden --backend tensorrt   # on a GPU machine
 
-Without ``--regenerate`` it compares and exits 1 on a regression (what the test does).
+With ``--compare`` the script compares instead and exits 1 on a regression (what the test does).
+Readers and writers here take the baseline folder as an argument: the library does not know
+where a checkout keeps its tests.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import logging
 import math
 import os
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..atomic import write_text
+from ..engines import layout
+from ..engines.build import build_engine
+from ..errors import HifitrtError
+from ..export.mel import mel_config_for, mel_magnitude
+from .check import check_engine
+
 log = logging.getLogger(__name__)
 
 SCHEMA = "hifitrt.golden"
 SCHEMA_VERSION = 1
-GOLDEN_DIR = Path(__file__).resolve().parent.parent / "tests" / "golden"
 TINY_CHANNELS = 32
 SNR_CAP_FOR_COMPARE = 100.0
 FINGERPRINT_BANDS = 8
@@ -125,7 +130,6 @@ def op_histogram(onnx_path: str | os.PathLike[str]) -> dict[str, int]:
 
 def fingerprint(wav: np.ndarray, mel_cfg: Any) -> list[list[float]]:
     """Coarse log-mel energy blocks [bands][segments], rounded to 0.01 nats (see module doc)."""
-    from ..export.mel import mel_magnitude
 
     w = np.where(np.isfinite(wav), wav, 0.0).astype(np.float32)
     mag = mel_magnitude(w, mel_cfg)
@@ -138,7 +142,7 @@ def fingerprint(wav: np.ndarray, mel_cfg: Any) -> list[list[float]]:
 def _onnx_of(engine_dir: Path, manifest: Any) -> Path:
     if manifest.engine_file.endswith(".onnx"):
         return engine_dir / manifest.engine_file
-    return engine_dir / ("model.fp16.onnx" if manifest.precision == "fp16" else "model.onnx")
+    return engine_dir / layout.onnx_for(manifest.precision)
 
 
 def _num(v: Any) -> float | None:
@@ -147,9 +151,6 @@ def _num(v: Any) -> float | None:
 
 def measure_engine(engine_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The golden document's measured part for an engine directory (sweep, fingerprint, ops)."""
-    from ..export.mel import mel_config_for
-    from .check import check_engine
-
     root = Path(engine_dir)
     result = check_engine(root, write=False, with_pesq=False, keep_outputs=True)
     spec = result.manifest.spec
@@ -172,8 +173,6 @@ def measure_engine(engine_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 def build_and_measure(case: GoldenCase, work: str | os.PathLike[str], trt_module: Any = None) -> dict[str, Any]:
     """Build ``case`` in ``work`` (reused when unchanged) and measure it."""
-    from ..engines.build import build_engine
-
     work = Path(work)
     kwargs: dict[str, Any] = {"trt_module": trt_module} if trt_module is not None else {}
     built = build_engine(case.source(work), work / case.name, backend=case.backend, precision=case.precision,
@@ -228,59 +227,21 @@ def compare(golden: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def golden_path(name: str, directory: Path = GOLDEN_DIR) -> Path:
-    return directory / f"{name}.json"
+def golden_path(name: str, directory: str | os.PathLike[str]) -> Path:
+    return Path(directory) / f"{name}.json"
 
 
-def load_golden(name: str, directory: Path = GOLDEN_DIR) -> dict[str, Any]:
-    from ..errors import HifitrtError
-
+def load_golden(name: str, directory: str | os.PathLike[str]) -> dict[str, Any]:
     path = golden_path(name, directory)
     if not path.is_file():
-        raise HifitrtError(f"no golden baseline {path}: create it with python -m hifitrt.validation.golden "
-                           f"--regenerate --only {name}")
+        raise HifitrtError(f"no golden baseline {path}: create it with python scripts/regenerate_golden.py "
+                           f"{directory} --only {name}")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def write_golden(doc: Mapping[str, Any], directory: Path = GOLDEN_DIR) -> Path:
-    from ..atomic import write_text
-
+def write_golden(doc: Mapping[str, Any], directory: str | os.PathLike[str]) -> Path:
+    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = golden_path(str(doc["name"]), directory)
     write_text(path, json.dumps(doc, indent=1, sort_keys=False, allow_nan=False) + "\n")
     return path
-
-
-# ------------------------------------------------------------------------------------ CLI
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hifitrt.validation.golden",
-                                description="Compare engines with tests/golden baselines, or regenerate them.")
-    p.add_argument("--regenerate", action="store_true", help="rewrite the baselines from fresh builds")
-    p.add_argument("--only", action="append", default=[], help="baseline name (repeatable)")
-    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"))
-    p.add_argument("--work", help="build directory (default: a temporary one)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    cases = [c for c in golden_cases(args.backend) if not args.only or c.name in args.only]
-    if not cases:
-        print(f"error: no baseline named {args.only}; known: "
-              f"{', '.join(c.name for c in golden_cases(args.backend))}", file=sys.stderr)
-        return 2
-    with tempfile.TemporaryDirectory(prefix="hifitrt-golden-") as tmp:
-        work = Path(args.work) if args.work else Path(tmp)
-        bad = 0
-        for case in cases:
-            doc = build_and_measure(case, work)
-            if args.regenerate:
-                print(f"wrote {write_golden(doc)}")
-                continue
-            problems = compare(load_golden(case.name), doc)
-            bad += bool(problems)
-            print(f"{case.name}: " + ("ok" if not problems else "REGRESSION"))
-            for line in problems:
-                print(f"  {line}")
-    return 1 if bad else 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

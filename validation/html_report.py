@@ -12,7 +12,7 @@ import html
 import math
 from typing import Any, Mapping, Sequence
 
-from .report import CaseWaveforms
+from .cases import CaseWaveforms
 
 _CSS = """
 *{box-sizing:border-box}

@@ -15,16 +15,16 @@ import json
 import logging
 import math
 import os
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..atomic import write_bytes
+from ..engines import layout
+from .cases import CaseCollector, CaseResult, CaseWaveforms, ReportPaths, worst_case_index
+from .html_report import render_html
 from .metrics import (
-    AudioMetrics,
-    Failure,
     Thresholds,
     as_items,
     compare_audio,
@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "hifitrt.parity-report"
 SCHEMA_VERSION = 1
-JSON_NAME = "report.json"
-HTML_NAME = "report.html"
+JSON_NAME = layout.REPORT_JSON
+HTML_NAME = layout.REPORT_HTML
 
 # Metrics summarised in "worst" and shown in the HTML table: name -> True if lower is worse.
 WORST_METRICS: dict[str, bool] = {
@@ -49,53 +49,6 @@ WORST_METRICS: dict[str, bool] = {
     "nonfinite_count": False,
     "pesq": True,
 }
-
-
-@dataclass
-class CaseWaveforms:
-    """The worst item of a case (1-D float32), kept for the plots of the worst case."""
-
-    reference: np.ndarray
-    candidate: np.ndarray
-    item: int = 0
-
-
-@dataclass
-class CaseResult:
-    """One parity measurement: one profile point, one input, one engine output."""
-
-    profile: str
-    input: str
-    batch: int
-    frames: int
-    metrics: AudioMetrics
-    failures: list[Failure] = field(default_factory=list)
-    waveforms: CaseWaveforms | None = None
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    def badness(self) -> tuple[float, ...]:
-        """Sort key, larger = worse: failing, NaN/Inf, length problems, then lowest SNR."""
-        m = self.metrics
-        snr = m.snr_db if not math.isnan(m.snr_db) else -math.inf
-        return (
-            float(bool(self.failures)),
-            float(m.nonfinite_count),
-            float(abs(m.length_mismatch) + (1 if m.batch_mismatch else 0)),
-            -snr,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "shape": {"batch": int(self.batch), "frames": int(self.frames)},
-            "profile": self.profile,
-            "input": self.input,
-            "verdict": "pass" if self.passed else "fail",
-            "metrics": self.metrics.to_dict(),
-            "failures": [f.to_dict() for f in self.failures],
-        }
 
 
 def measure_case(
@@ -129,29 +82,6 @@ def measure_case(
         failures=evaluate(metrics, thresholds),
         waveforms=wf,
     )
-
-
-class CaseCollector:
-    """Accumulates cases in order, keeping waveforms only for the ``keep`` worst ones."""
-
-    def __init__(self, keep: int = 1) -> None:
-        self.keep = max(0, int(keep))
-        self.cases: list[CaseResult] = []
-
-    def add(self, case: CaseResult) -> None:
-        self.cases.append(case)
-        with_wf = [c for c in self.cases if c.waveforms is not None]
-        if len(with_wf) > self.keep:
-            with_wf.sort(key=lambda c: c.badness(), reverse=True)
-            for c in with_wf[self.keep:]:
-                c.waveforms = None
-
-
-def worst_case_index(cases: Sequence[CaseResult]) -> int | None:
-    """Index of the worst case (see ``CaseResult.badness``); None for no cases."""
-    if not cases:
-        return None
-    return max(range(len(cases)), key=lambda i: (cases[i].badness(), -i))
 
 
 def _worst_metrics(cases: Sequence[CaseResult]) -> dict[str, Any]:
@@ -286,29 +216,6 @@ def check_report(doc: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports are meant to be shared
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-@dataclass(frozen=True)
-class ReportPaths:
-    json: Path
-    html: Path | None
-
-
 def write_report(
     report_dir: str | os.PathLike[str],
     cases: Sequence[CaseResult],
@@ -333,14 +240,12 @@ def write_report(
         raise RuntimeError("parity report violates its schema: " + "; ".join(problems))
     html_path = None
     if html:
-        from .html_report import render_html
-
         worst_i = doc["worst"]["case"]
         wf = cases[worst_i].waveforms if worst_i is not None else None
         html_path = out / HTML_NAME
-        _atomic_write(html_path, render_html(doc, wf).encode("utf-8"))
+        write_bytes(html_path, render_html(doc, wf).encode("utf-8"))
     json_path = out / JSON_NAME
-    _atomic_write(json_path, (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode("utf-8"))
+    write_bytes(json_path, (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode("utf-8"))
     log.info("parity report: %s (%s, %d cases)", json_path, doc["verdict"], len(cases))
     return ReportPaths(json=json_path, html=html_path)
 
