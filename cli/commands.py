@@ -264,8 +264,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p = sub.add_parser("build", help="load -> export -> precision plan -> engine -> quick parity")
     _add_source(p)
     p.add_argument("--out", required=True, help="engine directory to create or reuse")
-    p.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "openvino"), default="auto")
-    p.add_argument("--precision", choices=("fp16", "fp32", "bf16", "auto"), default="fp16",
+    p.add_argument("--backend", choices=(AUTO, *backend_names()), default=AUTO)
+    p.add_argument("--precision", choices=PRECISIONS, default="fp16",
                    help="fp16/fp32 (TensorRT, ONNX Runtime); fp32, bf16 or auto for openvino (auto: BF16 "
                    "when the CPU has BF16 units and the plan passes its gate, else FP32)")
     p.add_argument("--profile", action="append", default=[], metavar="SPEC",

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping
 
 from .. import __version__ as HIFITRT_VERSION
-from ..atomic import write_text
+from ..jsonfile import write_json
 from ..errors import EngineError
 from . import layout
 from .backends import backend_for, backend_names
@@ -177,8 +177,7 @@ def write_manifest(engine_dir: str | os.PathLike[str], manifest: Manifest) -> Pa
     path = manifest_path(engine_dir)
     data = json.loads(json.dumps(manifest.to_dict()))  # the exact values a reader will parse
     data[INTEGRITY_FIELD] = manifest_body_digest(data)
-    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-    return path
+    return write_json(path, data, schema=SCHEMA, version=SCHEMA_VERSION, strict=False)
 
 
 def _verify_manifest_seal(root: Path, manifest: Manifest) -> None:

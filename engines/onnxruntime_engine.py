@@ -18,7 +18,6 @@ and only the ``onnxruntime-gpu`` wheel is assumed (never the CPU wheel: both own
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..atomic import write_text
+from ..jsonfile import read_json, write_json
 from ..errors import EngineError
 from ..export.ort import CPU, CUDA, TENSORRT_EP, make_session
 from . import layout
@@ -35,6 +34,7 @@ from .machine import DeviceInfo, current_device
 _LOG = logging.getLogger(__name__)
 
 SESSION_SCHEMA = "hifitrt.ort-session"
+SESSION_SCHEMA_VERSION = 1
 SESSION_RELPATH = layout.ORT_SESSION
 TRT_EP_CACHE_RELDIR = layout.ORT_TRT_EP_CACHE
 OPTIMIZATION_LEVELS = {
@@ -161,11 +161,9 @@ class SessionConfig:
 
 
 def read_session_config(engine_dir: str | os.PathLike[str]) -> SessionConfig:
-    path = Path(engine_dir) / SESSION_RELPATH
-    try:
-        return SessionConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EngineError(f"cannot read {path} ({exc}); rebuild the engine with --force") from exc
+    doc = read_json(Path(engine_dir) / SESSION_RELPATH, schema=SESSION_SCHEMA, version=SESSION_SCHEMA_VERSION,
+                    error=EngineError, fix="rebuild the engine with --force")
+    return SessionConfig.from_dict(doc)
 
 
 @dataclass(frozen=True)
@@ -224,7 +222,8 @@ def build_onnxruntime_engine(
     if check_load:
         load_with = [p for p in config.providers_here(root) if (p if isinstance(p, str) else p[0]) != TENSORRT_EP]
         config.create_session(root, providers=load_with)
-    write_text(root / SESSION_RELPATH, json.dumps(config.to_dict(), indent=2) + "\n")
+    write_json(root / SESSION_RELPATH, config.to_dict(), schema=SESSION_SCHEMA, version=SESSION_SCHEMA_VERSION,
+               strict=False)
     seconds = time.perf_counter() - started
     _LOG.info("ONNX Runtime engine: %s with %s (%s)", model_relpath, ", ".join(providers), reason)
     return OrtBuildResult(SESSION_RELPATH, config, reason, seconds)

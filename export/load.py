@@ -397,7 +397,7 @@ def _load_torchscript(path: Path, label: str | None = None) -> Vocoder:
     state = {k: v for k, v in scripted.state_dict().items()}
     try:
         cfg = _classic_config_from_torchscript(scripted, state)
-    except (KeyError, ValueError, AttributeError) as exc:
+    except (KeyError, ValueError, AttributeError, IndexError, TypeError, RuntimeError) as exc:
         raise SourceError(
             f"{path}: TorchScript weights do not map onto the classic HiFi-GAN layout "
             f"(conv_pre, ups.N, resblocks.N, conv_post): {exc}"

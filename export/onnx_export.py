@@ -38,6 +38,7 @@ from typing import Any, Dict, Iterator, Sequence
 
 import numpy as np
 
+from .. import __version__
 from ..atomic import atomic_path
 from ..errors import ExportError, HifitrtError, ParityError
 from .load import Vocoder, load_vocoder
@@ -46,6 +47,7 @@ from .parity import FP32_MAX_ABS_ERROR
 from .precision import PrecisionPlan, plan_fp16
 from .reference import TorchRunner
 from .speech_inputs import calibration_mels, parity_batches
+from .spec import VocoderSpec
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +79,7 @@ def check_opset(opset: int) -> int:
     return int(opset)
 
 
-def metadata_for(spec: Any) -> Dict[str, str]:
-    from hifitrt import __version__
-
+def metadata_for(spec: VocoderSpec) -> Dict[str, str]:
     return {
         "sample_rate": str(spec.sample_rate), "hop": str(spec.hop),
         "in_channels": str(spec.in_channels), "n_mels": str(spec.n_mels),
@@ -128,7 +128,7 @@ def _torch_export(module: Any, in_channels: int, opset: int) -> bytes:
     return buf.getvalue()
 
 
-def build_model(vocoder: Any, opset: int = DEFAULT_OPSET):
+def build_model(vocoder: Vocoder, opset: int = DEFAULT_OPSET):
     """The checked FP32 ``onnx.ModelProto`` of ``vocoder`` (not written anywhere)."""
     import onnx
     import torch
@@ -159,7 +159,7 @@ def build_model(vocoder: Any, opset: int = DEFAULT_OPSET):
     return model
 
 
-def verify_fp32(onnx_path: Path, vocoder: Any, *, lengths: Sequence[str] = ("short", "medium", "long"),
+def verify_fp32(onnx_path: Path, vocoder: Vocoder, *, lengths: Sequence[str] = ("short", "medium", "long"),
                 atol: float = FP32_ATOL, reference: Any = None, threads: int | None = None) -> Dict[str, Any]:
     """ORT CPU vs PyTorch max abs error at batch 1 and 2 per length; ParityError above atol."""
     reference = reference or TorchRunner(vocoder.module, cache=True)
@@ -205,7 +205,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def export_onnx(vocoder: Any, path: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET,
+def export_onnx(vocoder: Vocoder, path: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET,
                 verify: bool = True, atol: float | None = None,
                 lengths: Sequence[str] = ("short", "medium", "long"),
                 reference: Any = None) -> OnnxExport:

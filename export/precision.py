@@ -33,7 +33,6 @@ and ONNX Runtime CPU before it counts.
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -43,14 +42,19 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
-from ..atomic import atomic_path, write_text
+from ..atomic import atomic_path
 from ..errors import ExportError
+from ..jsonfile import write_json
+from .load import Vocoder
 from .mel import mel_config_for
 from .ort import CPU, make_session
 from .parity import FP16_MAX_LOG_MEL_L1, FP16_PLAN_SNR_DB, log_mel_l1, snr_db
 from .reference import TorchRunner
 
 log = logging.getLogger(__name__)
+
+PLAN_SCHEMA = "hifitrt.precision-plan"
+PLAN_SCHEMA_VERSION = 1
 
 FP16_MAX = 65504.0
 OVERFLOW_LIMIT = FP16_MAX / 16
@@ -109,8 +113,8 @@ class PrecisionPlan:
 
     def to_dict(self) -> Dict[str, Any]:
         data = asdict(self)
-        data["schema"] = "hifitrt.precision-plan"
-        data["schema_version"] = 1
+        data["schema"] = PLAN_SCHEMA
+        data["schema_version"] = PLAN_SCHEMA_VERSION
         return data
 
 
@@ -419,7 +423,7 @@ def _stage_spans(names: Sequence[str]) -> Dict[int, List[str]]:
 # ------------------------------------------------------------------------------ planning
 
 
-def plan_fp16(fp32_path: str | Path, out_path: str | Path, plan_path: str | Path, vocoder: Any,
+def plan_fp16(fp32_path: str | Path, out_path: str | Path, plan_path: str | Path, vocoder: Vocoder,
               mels: Sequence[np.ndarray], *, reference: Any = None,
               search_seconds: float | None = SEARCH_SECONDS, min_gain_db: float = MIN_GAIN_DB) -> PrecisionPlan:
     """Write the planned FP16 graph to ``out_path`` and the plan JSON to ``plan_path``.
@@ -526,7 +530,7 @@ def plan_fp16(fp32_path: str | Path, out_path: str | Path, plan_path: str | Path
     with atomic_path(Path(out_path)) as tmp:
         onnx.save(best_model, str(tmp))
     # Strict JSON (no Infinity/NaN tokens): non-finite numbers become null.
-    write_text(Path(plan_path), json.dumps(_json_safe(plan.to_dict()), indent=1, allow_nan=False) + "\n")
+    write_json(plan_path, _json_safe(plan.to_dict()), schema=PLAN_SCHEMA, version=PLAN_SCHEMA_VERSION, indent=1)
     log.info("fp16 plan: %d FP32 node(s), SNR %.2f dB (plain %.2f dB), log-mel L1 %.4f, %.1f s",
              len(blocked), best.snr_db, plain.snr_db, l1, plan.seconds)
     return plan
@@ -543,7 +547,7 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def evaluate_fp16(fp16_path: str | Path, vocoder: Any, mels: Dict[str, np.ndarray], *,
+def evaluate_fp16(fp16_path: str | Path, vocoder: Vocoder, mels: Dict[str, np.ndarray], *,
                   reference: Any = None) -> Dict[str, Dict[str, Any]]:
     """{name: {frames, snr_db, log_mel_l1, finite}} of an FP16 graph vs PyTorch FP32 per mel.
 

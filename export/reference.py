@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from typing import Any
-
 import numpy as np
 import torch
 

@@ -53,7 +53,7 @@ def _resample(wav: np.ndarray, src: int, dst: int) -> np.ndarray:
     return resample_poly(np.asarray(wav, dtype=np.float64), dst // g, src // g).astype(np.float32)
 
 
-def with_pitch(mel: np.ndarray, spec: Any) -> np.ndarray:
+def with_pitch(mel: np.ndarray, spec: VocoderSpec) -> np.ndarray:
     """NSF vocoders take pitch (Hz) and uv as two extra rows; others take the mel as it is."""
     mel = np.asarray(mel, dtype=np.float32)
     if not spec.nsf:
@@ -62,19 +62,19 @@ def with_pitch(mel: np.ndarray, spec: Any) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([mel, pitch[None], uv[None]], axis=0), dtype=np.float32)
 
 
-def analyse_wav(wav: np.ndarray, rate: int, spec: Any) -> np.ndarray:
+def analyse_wav(wav: np.ndarray, rate: int, spec: VocoderSpec) -> np.ndarray:
     """A WAV as this vocoder's input: resampled, mel in its own config, pitch/uv for NSF."""
     mel = wav_to_mel(_resample(wav, rate, spec.sample_rate), mel_config_for(spec))
     return with_pitch(mel, spec)
 
 
-def uses_shipped_mels(spec: Any) -> bool:
+def uses_shipped_mels(spec: VocoderSpec) -> bool:
     """True when the vocoder shares the shipped mels' feature space (the default vocoder's)."""
     return (int(spec.sample_rate), int(spec.hop), int(spec.n_mels), bool(spec.nsf), int(spec.in_channels)) \
         == (FIXTURE_RATE, FIXTURE_HOP, FIXTURE_MELS, False, FIXTURE_MELS)
 
 
-def speech_mels(spec: Any) -> Dict[str, np.ndarray]:
+def speech_mels(spec: VocoderSpec) -> Dict[str, np.ndarray]:
     """{fixture name: float32 [in_channels, T]} the speech fixtures in ``spec``'s input space.
 
     The shipped mels are used as they are when the vocoder shares their feature space (16 kHz,
@@ -173,7 +173,7 @@ class SpeechSource:
         return np.ascontiguousarray(crop, dtype=np.float32), label
 
 
-def fixture_speech(spec: Any) -> SpeechSource:
+def fixture_speech(spec: VocoderSpec) -> SpeechSource:
     """The repo's speech fixtures in ``spec``'s input space, as a :class:`SpeechSource`."""
     origin = ("speech fixtures (mels)" if uses_shipped_mels(spec)
               else f"speech fixtures re-analysed at {spec.sample_rate} Hz, hop {spec.hop}")
@@ -185,7 +185,7 @@ CALIBRATION_ITEMS = 4
 CALIBRATION_MAX_FRAMES = 400
 
 
-def calibration_mels(spec: Any, max_items: int = CALIBRATION_ITEMS,
+def calibration_mels(spec: VocoderSpec, max_items: int = CALIBRATION_ITEMS,
                      max_frames: int = CALIBRATION_MAX_FRAMES) -> tuple[list[np.ndarray], str]:
     """(float32 [in_channels, T] mels, a few words on where they came from) to plan precision on.
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..engines.manifest import Manifest, verify_engine_dir
 from ..engines.profiles import ShapeProfile, profile_for_shape
-from ..errors import InputError
+from ..errors import EngineError, InputError
 from ..export.mel_config import mel_config_for, silence_value
 from ..export.reference import TorchRunner
 from ..export.spec import VocoderSpec
@@ -97,8 +97,6 @@ class VocoderEngine:
 
     def _require_open(self) -> None:
         if getattr(self, "_closed", False):
-            from ..errors import EngineError
-
             raise EngineError("this VocoderEngine is closed; load the engine again (VocoderEngine.load)")
 
     def __enter__(self) -> "VocoderEngine":

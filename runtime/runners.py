@@ -9,7 +9,7 @@ engine directory is :func:`hifitrt.runtime.loading.runner_for_engine_dir`.
 
 Thread safety: every runner here may be called from many threads at once. Torch modules are
 stateless in eval/no-grad, ``onnxruntime.InferenceSession.run`` is documented thread-safe,
-and TensorRTRunner keeps one execution context per thread.
+and TensorRTRunner lends each call one execution context from a bounded pool.
 """
 from __future__ import annotations
 

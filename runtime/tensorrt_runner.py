@@ -62,7 +62,7 @@ from ..engines.tensorrt_install import (
     version_compatible_runtime_ok,
 )
 from ..errors import EngineError
-from .device import DeviceBackend, TorchCudaBackend
+from .device_memory import DeviceBackend, TorchCudaBackend
 from .runners import Runner
 
 _LOG = logging.getLogger(__name__)

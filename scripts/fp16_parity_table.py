@@ -27,7 +27,7 @@ import numpy as np
 
 def vocoder_for(name: str, tmp: Path, scale: float) -> Any:
     from hifitrt.export.load import load_vocoder
-    from hifitrt.export.synthetic import (
+    from hifitrt.export.kantts_random import (
         generator_params, kantts_configs_dir, random_weight_norm_generator, save_kantts_checkpoint,
     )
 
@@ -80,7 +80,7 @@ def measure(name: str, tmp: Path, scale: float) -> Dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hifitrt.export.synthetic import kantts_configs_dir
+    from hifitrt.export.kantts_random import kantts_configs_dir
 
     stems = sorted(p.stem for p in kantts_configs_dir().glob("*.yaml"))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

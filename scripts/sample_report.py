@@ -25,7 +25,7 @@ ensure_hifitrt()
 
 from hifitrt.validation.metrics import Thresholds  # noqa: E402
 from hifitrt.validation.report import CaseCollector, measure_case, write_report  # noqa: E402
-from hifitrt.validation.synthetic import engine_like, speech_like  # noqa: E402
+from hifitrt.validation.synthetic_audio import engine_like, speech_like  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

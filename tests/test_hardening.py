@@ -26,7 +26,7 @@ from hifitrt.engines.build import build_engine
 from hifitrt.engines.manifest import artifact_digests, read_manifest, write_manifest
 from hifitrt.engines.profiles import parse_profile, validate_profiles
 from hifitrt.errors import EngineError, HifitrtError, InputError, OutputError, SourceError
-from hifitrt.export import synthetic
+from hifitrt.export import kantts_random as synthetic
 from hifitrt.export.load import load_vocoder
 from hifitrt.runtime.engine import VocoderEngine
 
@@ -159,7 +159,7 @@ def test_vocode_writes_through_a_fifo_instead_of_replacing_it(tiny, mel_npy, tmp
     fifo = tmp_path / "pipe.wav"
     os.mkfifo(fifo)
     received: list[bytes] = []
-    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
     reader.start()
     code, _, err = _run_cli(["vocode", tiny, mel_npy, "-o", fifo], capsys)
     reader.join(timeout=60)

@@ -21,7 +21,7 @@ import torch
 from hifitrt.cli import main as cli_main
 from hifitrt.engines.build import build_engine
 from hifitrt.errors import EngineError, InputError, SourceError, ThresholdError
-from hifitrt.export import synthetic, weightnorm
+from hifitrt.export import kantts_random as synthetic, weightnorm
 from hifitrt.export.classic import PRESETS, ClassicConfig, ClassicGenerator
 from hifitrt.export.load import load_vocoder
 from hifitrt.runtime.engine import VocoderEngine

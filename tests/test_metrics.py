@@ -21,7 +21,7 @@ from hifitrt.validation.metrics import (
     stft_resolutions,
     worst_segments,
 )
-from hifitrt.validation.synthetic import engine_like, speech_like
+from hifitrt.validation.synthetic_audio import engine_like, speech_like
 
 SPEECH_DIR = Path(__file__).resolve().parent.parent / "data" / "speech"
 SR = 16000

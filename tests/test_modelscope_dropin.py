@@ -12,7 +12,7 @@ import pytest
 
 import modelscope_harness as harness
 from hifitrt.engines.profiles import ShapeProfile
-from hifitrt.export import synthetic
+from hifitrt.export import kantts_random as synthetic
 from hifitrt.errors import HifitrtError
 from hifitrt.runtime import accelerate
 

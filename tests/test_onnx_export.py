@@ -16,7 +16,7 @@ from hifitrt.export.load import load_vocoder
 from hifitrt.export.onnx_export import export_onnx
 from hifitrt.export.ort import CPU, make_session
 from hifitrt.export.speech_inputs import parity_batches
-from hifitrt.export.synthetic import (
+from hifitrt.export.kantts_random import (
     generator_params, kantts_configs_dir, make_modelscope_model_dir, random_weight_norm_generator,
     save_kantts_checkpoint,
 )

@@ -19,7 +19,7 @@ from hifitrt.engines.build import build_engine
 from hifitrt.engines.manifest import read_manifest
 from hifitrt.engines.openvino_engine import ENGINE_JSON, cpu_info, usable_cores
 from hifitrt.errors import EngineError
-from hifitrt.export import synthetic
+from hifitrt.export import kantts_random as synthetic
 
 pytest.importorskip("openvino")
 

@@ -28,7 +28,7 @@ from hifitrt.export.precision import (
 )
 from hifitrt.export.reference import TorchRunner
 from hifitrt.export.speech_inputs import fixture_inputs, parity_batches
-from hifitrt.export.synthetic import (
+from hifitrt.export.kantts_random import (
     generator_params, kantts_configs_dir, random_weight_norm_generator, save_kantts_checkpoint,
 )
 

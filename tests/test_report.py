@@ -19,7 +19,7 @@ from hifitrt.validation.report import (
     measure_case,
     write_report,
 )
-from hifitrt.validation.synthetic import engine_like, speech_like
+from hifitrt.validation.synthetic_audio import engine_like, speech_like
 
 SR = 16000
 HOP = 160

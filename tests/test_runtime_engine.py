@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hifitrt.engines.profiles import ShapeProfile
-from hifitrt.export import synthetic
+from hifitrt.export import kantts_random as synthetic
 from hifitrt.errors import EngineError, InputError
 from hifitrt.export.load import load_vocoder
 from hifitrt.runtime import VocoderEngine

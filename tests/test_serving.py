@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import modelscope_harness as harness
 from hifitrt.engines.profiles import ShapeProfile
-from hifitrt.export import synthetic
+from hifitrt.export import kantts_random as synthetic
 from hifitrt.runtime import VocoderEngine
 from hifitrt.serving import ServeOptions, create_app
 from hifitrt.serving.audio import to_int16

@@ -101,3 +101,13 @@ def test_urgent_windows_go_first():
 
     asyncio.run(scenario())
     assert order == [9.0, 0.0, 1.0, 2.0]
+
+
+def test_serve_cli_refuses_bad_targets_in_one_line(tmp_path, capsys):
+    from hifitrt.cli import main
+
+    assert main(["serve", str(tmp_path / "missing")]) == 2
+    assert main(["serve", "--voice", "no-equals-sign"]) == 2
+    assert main(["serve", str(tmp_path), "--port", "70000"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)

@@ -14,7 +14,7 @@ from hifitrt.cli import main as cli_main
 from hifitrt.export.classic import PRESETS, ClassicConfig, ClassicGenerator
 from hifitrt.errors import SourceError
 from hifitrt.export.load import load_vocoder
-from hifitrt.export.synthetic import (
+from hifitrt.export.kantts_random import (
     generator_params, kantts_configs_dir, make_modelscope_model_dir,
     random_weight_norm_generator, save_kantts_checkpoint,
 )

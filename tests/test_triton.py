@@ -24,7 +24,7 @@ import yaml
 
 from hifitrt.engines.build import build_engine
 from hifitrt.errors import EngineError, ServingError
-from hifitrt.export import synthetic
+from hifitrt.export import kantts_random as synthetic
 from hifitrt.runtime import VocoderEngine
 from hifitrt.serving.triton_repo import (
     CONFIG, RepositoryOptions, check_config, parse_config, read_config, write_repository,

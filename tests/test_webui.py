@@ -28,7 +28,7 @@ import yaml
 
 import modelscope_harness as harness
 from hifitrt.engines.profiles import ShapeProfile
-from hifitrt.export import synthetic
+from hifitrt.export import kantts_random as synthetic
 
 VOICE = "voice_a"
 CHANNELS = 80

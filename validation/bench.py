@@ -52,11 +52,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import __version__
+from .. import jsonfile
 from ..atomic import write_text
 from ..engines.manifest import Manifest, read_manifest
 from ..errors import EngineError, HifitrtError
 from ..export.load import load_vocoder
 from ..export.speech_inputs import fixture_inputs
+from ..export.spec import VocoderSpec
 from ..runtime.engine import VocoderEngine
 
 log = logging.getLogger(__name__)
@@ -115,13 +117,10 @@ class BenchResult:
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+        return jsonfile.dumps(self.to_dict(), schema=SCHEMA, version=self.schema_version)
 
     def write_json(self, path: str | os.PathLike[str]) -> Path:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_text(target, self.to_json())
-        return target
+        return jsonfile.write_json(path, self.to_dict(), schema=SCHEMA, version=self.schema_version)
 
     def table(self) -> str:
         return format_table(self)
@@ -200,7 +199,7 @@ class BenchInputs:
     audio_per_frame: float                  # seconds of audio per mel frame
 
 
-def bench_inputs(spec: Any, max_frames: int = DEFAULT_MAX_FRAMES) -> BenchInputs:
+def bench_inputs(spec: VocoderSpec, max_frames: int = DEFAULT_MAX_FRAMES) -> BenchInputs:
     """Real speech adapted to ``spec``: the latency utterances and a pool for throughput items."""
     everything = fixture_inputs(spec)
     chosen: dict[str, np.ndarray] = {}

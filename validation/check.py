@@ -22,10 +22,17 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..engines.manifest import Manifest, verify_engine_dir
 from ..errors import HifitrtError, OutputError, SourceChangedError, ThresholdError
+from ..export.load import load_vocoder
+from ..export.mel import mel_config_for
+from ..export.reference import TorchRunner
+from ..export.spec import VocoderSpec
+from ..runtime.engine import VocoderEngine
+from ..runtime.loading import runner_for_engine_dir
 from .metrics import Thresholds
-from .report import CaseResult, ReportPaths, write_report
-from .sweep import SweepResult, run_sweep, speech_for
+from .report import CaseResult, ReportPaths, measure_case, write_report
+from .sweep import SweepPoint, SweepResult, run_sweep, speech_for
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +48,7 @@ class CheckResult:
     thresholds: Thresholds
     sweep: SweepResult
     report: ReportPaths | None
-    manifest: Any
+    manifest: Manifest
 
     @property
     def cases(self) -> list[CaseResult]:
@@ -59,7 +66,7 @@ class CheckResult:
         return {f.metric for _, c in self.sweep.failed for f in c.failures}
 
 
-def engine_summary(manifest: Any, engine_dir: Path) -> dict[str, Any]:
+def engine_summary(manifest: Manifest, engine_dir: Path) -> dict[str, Any]:
     """The report's ``engine`` block: what was checked, from the manifest."""
     spec = manifest.source.get("spec", {})
     return {
@@ -84,10 +91,8 @@ def engine_summary(manifest: Any, engine_dir: Path) -> dict[str, Any]:
     }
 
 
-def load_source_for(manifest: Any, engine_dir: Path, vocoder: Any = None) -> Any:
+def load_source_for(manifest: Manifest, engine_dir: Path, vocoder: Any = None) -> Any:
     """The manifest's source vocoder, refusing one whose weights differ from the build's."""
-    from ..export.load import load_vocoder
-
     location = manifest.source.get("location")
     voice = manifest.source.get("voice")
     if vocoder is None:
@@ -107,7 +112,7 @@ def load_source_for(manifest: Any, engine_dir: Path, vocoder: Any = None) -> Any
     return vocoder
 
 
-def thresholds_for(manifest: Any, thresholds: Thresholds | Mapping[str, Any] | Iterable[str] | None) -> Thresholds:
+def thresholds_for(manifest: Manifest, thresholds: Thresholds | Mapping[str, Any] | Iterable[str] | None) -> Thresholds:
     """Precision preset, or the given Thresholds, or the preset with NAME=VALUE overrides."""
     if isinstance(thresholds, Thresholds):
         return thresholds
@@ -142,10 +147,6 @@ def check_engine(
     comparisons). ``vocoder`` lets a caller that already loaded the source skip a second load;
     its digest is still checked against the manifest.
     """
-    from ..engines.manifest import verify_engine_dir
-    from ..export.reference import TorchRunner
-    from ..runtime.loading import runner_for_engine_dir
-
     root = Path(engine_dir)
     manifest = verify_engine_dir(root)
     vocoder = load_source_for(manifest, root, vocoder)
@@ -182,7 +183,7 @@ def check_engine(
     return CheckResult(root, passed, limits, sweep, paths, manifest)
 
 
-def long_speech_case(runner: Any, reference: Any, spec: Any, profiles: Sequence[Any], limits: Thresholds,
+def long_speech_case(runner: Any, reference: Any, spec: VocoderSpec, profiles: Sequence[Any], limits: Thresholds,
                      speech: Any, *, with_pesq: bool = True) -> tuple[Any, CaseResult]:
     """Speech longer than every profile, vocoded as users get it: chunked by VocoderEngine.
 
@@ -191,11 +192,6 @@ def long_speech_case(runner: Any, reference: Any, spec: Any, profiles: Sequence[
     seams. This case (longest profile + context + 7 frames: at least one seam) is compared
     with PyTorch on the whole mel, so such an engine fails its check.
     """
-    from ..export.mel import mel_config_for
-    from ..runtime.engine import VocoderEngine
-    from .report import measure_case
-    from .sweep import SweepPoint
-
     longest = max(p.frames_max for p in profiles)
     context = spec.left_context_frames + (0 if spec.causal else spec.right_context_frames) + int(spec.nsf)
     frames = longest + context + 7

@@ -29,7 +29,6 @@ where a checkout keeps its tests.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import math
 import os
@@ -39,10 +38,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..atomic import write_text
+from ..jsonfile import read_json, write_json
 from ..engines import layout
 from ..engines.build import build_engine
-from ..errors import HifitrtError
+from ..engines.manifest import Manifest
 from ..export.mel import mel_config_for, mel_magnitude
 from .check import check_engine
 
@@ -73,7 +72,7 @@ def tiny_kantts_checkpoint(root: str | os.PathLike[str], seed: int = 0, channels
     """
     import yaml
 
-    from ..export.synthetic import (generator_params, kantts_configs_dir, random_weight_norm_generator,
+    from ..export.kantts_random import (generator_params, kantts_configs_dir, random_weight_norm_generator,
                                     save_kantts_checkpoint)
 
     root = Path(root)
@@ -139,7 +138,7 @@ def fingerprint(wav: np.ndarray, mel_cfg: Any) -> list[list[float]]:
     return [[round(float(logmel[np.ix_(b, s)].mean()), 2) for s in segs] for b in bands]
 
 
-def _onnx_of(engine_dir: Path, manifest: Any) -> Path:
+def _onnx_of(engine_dir: Path, manifest: Manifest) -> Path:
     if manifest.engine_file.endswith(".onnx"):
         return engine_dir / manifest.engine_file
     return engine_dir / layout.onnx_for(manifest.precision)
@@ -232,16 +231,12 @@ def golden_path(name: str, directory: str | os.PathLike[str]) -> Path:
 
 
 def load_golden(name: str, directory: str | os.PathLike[str]) -> dict[str, Any]:
-    path = golden_path(name, directory)
-    if not path.is_file():
-        raise HifitrtError(f"no golden baseline {path}: create it with python scripts/regenerate_golden.py "
-                           f"{directory} --only {name}")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json(golden_path(name, directory), schema=SCHEMA, version=SCHEMA_VERSION,
+                     fix=f"create it with python scripts/regenerate_golden.py {directory} --only {name}")
 
 
 def write_golden(doc: Mapping[str, Any], directory: str | os.PathLike[str]) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    path = golden_path(str(doc["name"]), directory)
-    write_text(path, json.dumps(doc, indent=1, sort_keys=False, allow_nan=False) + "\n")
-    return path
+    return write_json(golden_path(str(doc["name"]), directory), doc, schema=SCHEMA, version=SCHEMA_VERSION,
+                      indent=1)

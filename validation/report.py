@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..atomic import write_bytes
+from ..jsonfile import write_json
 from ..engines import layout
 from .cases import CaseCollector, CaseResult, CaseWaveforms, ReportPaths, worst_case_index
 from .html_report import render_html
@@ -245,7 +246,7 @@ def write_report(
         html_path = out / HTML_NAME
         write_bytes(html_path, render_html(doc, wf).encode("utf-8"))
     json_path = out / JSON_NAME
-    write_bytes(json_path, (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode("utf-8"))
+    write_json(json_path, doc, schema=SCHEMA, version=SCHEMA_VERSION)
     log.info("parity report: %s (%s, %d cases)", json_path, doc["verdict"], len(cases))
     return ReportPaths(json=json_path, html=html_path)
 

@@ -26,7 +26,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..export.audio import read_wav
+from ..export.mel import mel_config_for
 from ..export.speech_inputs import SpeechSource, analyse_wav, fixture_speech
+from ..export.spec import VocoderSpec
 from .metrics import Thresholds
 from .report import CaseCollector, CaseResult, measure_case
 
@@ -101,10 +104,8 @@ def sweep_points(profiles: Sequence[Any]) -> list[SweepPoint]:
 
 
 # ------------------------------------------------------------------------------------ speech
-def user_speech(paths: Iterable[str | os.PathLike[str]], spec: Any) -> SpeechSource:
+def user_speech(paths: Iterable[str | os.PathLike[str]], spec: VocoderSpec) -> SpeechSource:
     """User inputs: ``.wav`` files (re-analysed) or mel ``.npy`` [C, T] in the vocoder's space."""
-    from ..export.audio import read_wav
-
     utt: dict[str, np.ndarray] = {}
     for raw in paths:
         path = Path(raw)
@@ -134,7 +135,7 @@ def user_speech(paths: Iterable[str | os.PathLike[str]], spec: Any) -> SpeechSou
     return SpeechSource(utt, f"{len(utt)} user input(s)")
 
 
-def speech_for(spec: Any, inputs: Sequence[str | os.PathLike[str]] = ()) -> SpeechSource:
+def speech_for(spec: VocoderSpec, inputs: Sequence[str | os.PathLike[str]] = ()) -> SpeechSource:
     return user_speech(inputs, spec) if inputs else fixture_speech(spec)
 
 
@@ -156,7 +157,7 @@ class SweepResult:
 def run_sweep(
     runner: Any,
     reference: Callable[[np.ndarray], np.ndarray],
-    spec: Any,
+    spec: VocoderSpec,
     profiles: Sequence[Any],
     thresholds: Thresholds,
     *,
@@ -172,8 +173,6 @@ def run_sweep(
     that raises at a shape (a profile it does not really hold) fails that point with the
     exception recorded as a length/batch mismatch rather than aborting the sweep.
     """
-    from ..export.mel import mel_config_for
-
     speech = speech or fixture_speech(spec)
     mel_cfg = mel_config_for(spec)
     collector = CaseCollector(keep=keep_waveforms)

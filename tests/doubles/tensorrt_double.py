@@ -20,8 +20,21 @@ patterns hifitrt must never use (weak typing, shared contexts) instead of tolera
 
 Use ``make_tensorrt_double(version=..., compute_capability=...)`` to get a module-like object to
 pass as ``trt_module=``; two doubles with different version/compute capability model a plan
-moved to another TensorRT release or GPU. ``make_tensorrt_double(version="10.16.1.11")`` models
-the 10.x API (where ``BuilderFlag.FP16`` still exists and must fail with strong typing).
+moved to another TensorRT release or GPU. The default models TensorRT 11.4 (where
+``get_tensor_profile_shape`` raises on a bad name or index);
+``make_tensorrt_double(version="10.16.1.11")`` models the 10.x API (where ``BuilderFlag.FP16``
+still exists and must fail with strong typing). Enum values are those of NVIDIA's headers for
+the modelled major. What else is modelled because hifitrt depends on it:
+
+* version compatibility: plans of another version load only when built VERSION_COMPATIBLE, via
+  an embedded lean runtime (``engine_host_code_allowed``) or, with EXCLUDE_LEAN_RUNTIME, via
+  ``Runtime.load_runtime(path)`` of the build version's lean library (here: a file written by
+  :func:`write_lean_runtime_library`);
+* device memory: every execution context holds activation memory (STATIC: the largest
+  profile's; ON_PROFILE_CHANGE: its current profile's), accounted in ``double_env`` and freed
+  with the context; a context that does not fit in ``device_memory`` is refused;
+* timing caches: bytes TensorRT cannot use give an empty cache and two logged errors ("The
+  timing cache will not be used!"), never an API failure.
 """
 from __future__ import annotations
 
@@ -40,7 +53,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from hifitrt.runtime.device import DeviceBackend
+from hifitrt.runtime.device_memory import DeviceBackend
 
 _LOG = logging.getLogger("tensorrt_double")
 
@@ -1254,7 +1267,7 @@ class IExecutionContext(_Strict):
         if not self._guard.acquire(blocking=False):
             raise RuntimeError(
                 f"TensorRT test double: IExecutionContext.{what} called while another thread is using this "
-                "context; contexts are not thread-safe, use one context per thread"
+                "context; contexts are not thread-safe, use one context per thread at a time"
             )
         try:
             yield
