@@ -3,9 +3,9 @@
 Parity checks, FP16 planning, benchmarks and :class:`~hifitrt.runtime.VocoderEngine` are
 written once against :class:`Runner` (Polygraphy's base runner): ``infer(mel [B, C, T]
 float32) -> wav [B, 1, T*hop] float32``. It is a template method: the public :meth:`infer`
-checks the input once (:func:`check_mel`), times the call, and checks the output (shape, and
-no NaN/Inf unless the caller measures them); subclasses implement only ``_infer``. Runners do
-no chunking: :class:`~hifitrt.runtime.VocoderEngine` decides shapes.
+checks the input once (:func:`check_mel`), times the call, and checks the output (shape, length,
+no NaN/Inf; parity measurement asks for the raw output with ``measure=True``); subclasses
+implement only ``_infer``. Runners do no chunking: :class:`~hifitrt.runtime.VocoderEngine` decides shapes.
 
 It lives at the package root, below ``export``, because the PyTorch reference runner
 (:class:`hifitrt.export.reference.TorchRunner`) is used by export verification and precision
@@ -69,42 +69,46 @@ class Runner(abc.ABC):
     def __init__(self) -> None:
         self.last_inference_time = 0.0
 
-    def infer(self, mel: Any, *, allow_nonfinite: bool = False) -> np.ndarray:
+    def infer(self, mel: Any, *, measure: bool = False) -> np.ndarray:
         """float32 [B, C, T] -> float32 [B, 1, T*hop]; validated in, checked out.
 
-        Bad input is an :class:`InputError`; output of the wrong shape, or with NaN/Inf (an
-        FP16 overflow on extreme input, say), is an :class:`EngineError` unless
-        ``allow_nonfinite`` (parity measurement counts NaN/Inf instead of failing on them).
+        Bad input is an :class:`InputError`. Output that is not [B, 1, samples] is an
+        :class:`EngineError`; so is output of the wrong length or with NaN/Inf (an FP16
+        overflow on extreme input, say) unless ``measure``: parity measurement wants the output
+        as the engine produced it, to count NaN/Inf and length mismatches as results.
         """
         x = check_mel(mel, self.in_channels)
         started = time.perf_counter()
         out = self._infer(x)
         self.last_inference_time = time.perf_counter() - started
-        return self._check_output(out, x, allow_nonfinite)
+        return self._check_output(out, x, measure)
 
     @abc.abstractmethod
     def _infer(self, mel: np.ndarray) -> np.ndarray:
         """Run a validated contiguous float32 [B, C, T] mel; return [B, 1, samples]."""
 
-    def _check_output(self, out: Any, mel: np.ndarray, allow_nonfinite: bool) -> np.ndarray:
+    def _check_output(self, out: Any, mel: np.ndarray, measure: bool) -> np.ndarray:
         wav = np.asarray(out, dtype=np.float32)
         shape = mel.shape
         batch, _, frames = shape
-        samples = wav.shape[-1] if wav.ndim else 0
         expected = frames * self.hop if self.hop else None
-        if wav.ndim != 3 or wav.shape[0] != batch or wav.shape[1] != 1 or samples == 0 \
-                or (expected is not None and samples != expected) or samples % frames:
-            want = f"[{batch}, 1, {expected}]" if expected else f"[{batch}, 1, {frames} x hop]"
-            raise EngineError(f"the {self.name} engine returned shape {list(wav.shape)} for a mel of shape "
-                              f"{list(shape)}, expected {want}: the engine does not match its vocoder; rebuild it")
-        if not allow_nonfinite:
-            bad = int(np.count_nonzero(~np.isfinite(wav)))
-            if bad:
-                raise EngineError(
-                    f"the {self.name} engine produced {bad} NaN/Inf samples for a mel of shape {list(shape)} "
-                    f"with values {float(mel.min()):.3g}..{float(mel.max()):.3g}: the input overflows this engine; "
-                    "check the mel's value range (log-mel values are usually -12..3) or use an fp32 engine"
-                )
+        want = f"[{batch}, 1, {expected}]" if expected else f"[{batch}, 1, {frames} x hop]"
+        wrong = f"the {self.name} engine returned shape {list(wav.shape)} for a mel of shape {list(shape)}, " \
+                f"expected {want}: the engine does not match its vocoder; rebuild it"
+        if wav.ndim != 3 or wav.shape[0] != batch or wav.shape[1] != 1:
+            raise EngineError(wrong)
+        if measure:
+            return wav
+        samples = wav.shape[2]
+        if samples == 0 or (expected is not None and samples != expected) or samples % frames:
+            raise EngineError(wrong)
+        bad = int(np.count_nonzero(~np.isfinite(wav)))
+        if bad:
+            raise EngineError(
+                f"the {self.name} engine produced {bad} NaN/Inf samples for a mel of shape {list(shape)} "
+                f"with values {float(mel.min()):.3g}..{float(mel.max()):.3g}: the input overflows this engine; "
+                "check the mel's value range (log-mel values are usually -12..3) or use an fp32 engine"
+            )
         return wav
 
     @property

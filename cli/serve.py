@@ -28,6 +28,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                    help="requests per voice waiting or running; more get 503 at once (default 64)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="engine calls in flight per voice (default 1)")
+    p.add_argument("--first-chunk-frames", type=int, default=32, metavar="N",
+                   help="vocode a mel's first N frames as their own window so streams start early "
+                        "(default 32; 0: one window per mel, no context overhead)")
     p.add_argument("--timeout-s", type=float, default=30.0, metavar="S", help="per-request timeout -> 504 (default 30)")
     p.add_argument("--max-frames", type=int, default=8192, metavar="N", help="longest mel accepted (default 8192)")
     p.add_argument("--api-key", metavar="KEY", help="require 'Authorization: Bearer KEY' on every route but /healthz")
@@ -54,6 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = ServeOptions(
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_padding=args.max_padding,
         max_queue=args.max_queue, workers=args.workers, timeout_s=args.timeout_s, max_frames=args.max_frames,
+        first_chunk_frames=args.first_chunk_frames,
         api_key=args.api_key, cache_bytes=int(args.cache_mb * (1 << 20)),
     )
     app = create_app(targets, options=options, backend=args.backend, model=args.model)

@@ -19,7 +19,6 @@ goes away has its queued windows dropped. After SIGTERM (see ``serving.server``)
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -27,15 +26,15 @@ from typing import Any, AsyncIterator, Callable, Sequence
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import HifitrtError
 from .audio import MEDIA_TYPES, pcm_bytes, wav_header
 from .cache import ByteLRU
 from .config import ServeOptions
-from .errors import ApiError, bad_request, not_found, one_line, too_large
+from .errors import ApiError, bad_request, not_found, too_large
+from .http import (STREAM_HEADERS, ClosingStream, ServiceMiddleware, api_key_dependency, cancel_all,
+                   install_error_handlers, read_body, wait_for_results)
 from .metrics import CONTENT_TYPE, ServiceMetrics
 from .validation import check_mel, choose, parse_bool, parse_npy
 from .voices import Overloaded, Voice, VoiceSpec, load_voice_engine
@@ -99,9 +98,9 @@ def create_app(
     app.state.draining = False
     app.state.voices = voices
     app.state.metrics = metrics
-    app.add_middleware(_ServiceMiddleware, metrics=metrics)
-    _install_error_handlers(app, metrics)
-    auth = [Depends(_api_key_check(options.api_key))]
+    app.add_middleware(ServiceMiddleware, metrics=metrics)
+    install_error_handlers(app, metrics)
+    auth = [Depends(api_key_dependency(options.api_key))]
 
     def voice_named(name: str | None) -> Voice:
         if name is None:
@@ -139,20 +138,20 @@ def create_app(
         target = voice_named(voice)
         fmt = choose(format, FORMATS, "format")
         streamed = parse_bool(stream, "stream")
-        body = await _read_body(request, options.max_body_bytes)
+        body = await read_body(request, options.max_body_bytes)
         mel = check_mel(parse_npy(body), target.info.in_channels, options.max_frames)
         frames = mel.shape[1]
         samples = frames * target.hop
         headers = {"X-Sample-Rate": str(target.info.sample_rate), "X-Frames": str(frames)}
         header = wav_header(target.info.sample_rate, samples) if fmt == "wav" else b""
         release = _admit(target)
-        parts = target.submit_windows(mel)
+        parts = target.submit_windows(mel, streamed=streamed)
         futures = [f for f, _, _ in parts]
         if not streamed:
             try:
-                wavs = await _wait(request, futures, options.timeout_s)
+                wavs = await wait_for_results(request, futures, options.timeout_s)
             finally:
-                _cancel(futures)
+                cancel_all(futures)
                 release()
             audio = np.concatenate([w[o:o + n] for w, (_, o, n) in zip(wavs, parts)])
             metrics.audio_seconds.labels(target.name).inc(samples / target.info.sample_rate)
@@ -172,18 +171,18 @@ def create_app(
                 log.warning("stream for voice %s timed out after %.1f s; closing it", target.name, options.timeout_s)
                 raise
             finally:
-                _cancel(futures)
+                cancel_all(futures)
 
         def close() -> None:
-            _cancel(futures)
+            cancel_all(futures)
             release()
 
-        headers.update(_STREAM_HEADERS)
-        return _ClosingStream(chunks(), on_close=close, media_type=MEDIA_TYPES[fmt], headers=headers)
+        headers.update(STREAM_HEADERS)
+        return ClosingStream(chunks(), on_close=close, media_type=MEDIA_TYPES[fmt], headers=headers)
 
     @app.post("/v1/audio/speech", dependencies=auth)
     async def audio_speech(request: Request) -> Response:
-        body = await _read_body(request, options.max_body_bytes)
+        body = await read_body(request, options.max_body_bytes)
         req = _speech_request(body, options.max_text_chars)
         if speech is None:
             raise not_found("text to speech is not configured: start serve with --model MODEL_ID_OR_DIR")
@@ -222,7 +221,7 @@ def create_app(
             for start in range(0, len(body_bytes), step):
                 yield body_bytes[start:start + step]
 
-        headers.update(_STREAM_HEADERS)
+        headers.update(STREAM_HEADERS)
         return StreamingResponse(cached(), media_type=MEDIA_TYPES[fmt], headers=headers)
 
     _include_web_page(app, voices, auth)
@@ -240,9 +239,6 @@ def _speech_service(model: str | None, speech_model: Any, voices: dict[str, Voic
     if speech_model is None:
         speech_model = load_pipeline(model, voices)  # type: ignore[arg-type]
     return SpeechService(speech_model, voices, options.speech_workers, options.timeout_s)
-
-
-_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _speech_stream(speech: Any, text: str, voice: str, served: Voice, fmt: str, timeout_s: float,
@@ -279,8 +275,8 @@ def _speech_stream(speech: Any, text: str, voice: str, served: Voice, fmt: str, 
         metrics.audio_seconds.labels(served.name).inc(len(pcm) / 2 / rate)
         keep((wav_header(rate, len(pcm) // 2) if fmt == "wav" else b"") + pcm)
 
-    return _ClosingStream(sentences(), on_close=release, media_type=MEDIA_TYPES[fmt],
-                          headers={"X-Sample-Rate": str(rate), **_STREAM_HEADERS})
+    return ClosingStream(sentences(), on_close=release, media_type=MEDIA_TYPES[fmt],
+                          headers={"X-Sample-Rate": str(rate), **STREAM_HEADERS})
 
 
 def _speech_request(body: bytes, max_chars: int) -> dict[str, Any]:
@@ -316,20 +312,6 @@ def _speech_request(body: bytes, max_chars: int) -> dict[str, Any]:
     return {"input": text, "voice": voice, "response_format": fmt, "stream": stream}
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large(f"body is {int(declared)} bytes, the limit is {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _admit(voice: Voice) -> Callable[[], None]:
     """Take a request place of ``voice`` (503 + Retry-After when full); returns its release."""
     try:
@@ -339,145 +321,10 @@ def _admit(voice: Voice) -> Callable[[], None]:
     return voice.release
 
 
-class _ClosingStream(StreamingResponse):
-    """A streamed answer that runs ``on_close`` however it ends (sent, failed, never started),
-    so a stream whose client vanished before the first byte still frees its queue place."""
-
-    def __init__(self, content: Any, *, on_close: Any, **kwargs: Any) -> None:
-        super().__init__(content, **kwargs)
-        self.on_close = on_close
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.on_close()
-
-
-class _ClientGone(Exception):
-    """The client disconnected while its request waited."""
-
-
-async def _wait(request: Request, futures: list[asyncio.Future], timeout: float) -> list[np.ndarray]:
-    """Results of ``futures``; 504 after ``timeout``; stops early if the client disconnects."""
-    gathered = asyncio.gather(*futures)
-    disconnect = asyncio.ensure_future(_disconnected(request))
-    try:
-        done, _ = await asyncio.wait({gathered, disconnect}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        disconnect.cancel()
-    if gathered in done:
-        return gathered.result()
-    gathered.cancel()
-    if disconnect in done:
-        raise _ClientGone()
-    raise ApiError(504, "timeout", f"not vocoded within {timeout:g} s (--timeout-s); the service is overloaded")
-
-
-async def _disconnected(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message.get("type") == "http.disconnect":
-            return
-
-
-def _cancel(futures: list[asyncio.Future]) -> None:
-    for future in futures:
-        future.cancel()
-
-
 async def _warm_up(voice: Voice) -> None:
     """One engine call per window shape of a typical request, so the first client is not slow."""
-    mel = np.zeros((voice.info.in_channels, 4 * voice.options.first_chunk_frames), np.float32)
+    mel = np.zeros((voice.info.in_channels, 4 * max(16, voice.options.first_chunk_frames)), np.float32)
     await asyncio.gather(*(f for f, _, _ in voice.submit_windows(mel)))
-
-
-def _api_key_check(api_key: str | None) -> Any:
-    expected = f"Bearer {api_key}".encode() if api_key else None
-
-    async def require_api_key(request: Request) -> None:
-        if expected is None:
-            return
-        given = request.headers.get("authorization", "").encode("latin-1", "replace")
-        if not hmac.compare_digest(given, expected):
-            raise ApiError(401, "unauthorized", "missing or wrong API key: send 'Authorization: Bearer KEY'",
-                           {"WWW-Authenticate": "Bearer"})
-
-    return require_api_key
-
-
-def _install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
-    def answer(error: ApiError) -> JSONResponse:
-        metrics.errors.labels(error.kind).inc()
-        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
-
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return answer(exc)
-
-    @app.exception_handler(_ClientGone)
-    async def client_gone(request: Request, exc: _ClientGone) -> Response:
-        metrics.errors.labels("client_gone").inc()
-        return Response(status_code=499)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return answer(bad_request(f"{where}: {first.get('msg', 'invalid request')}"))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return answer(ApiError(exc.status_code, kind, str(exc.detail), getattr(exc, "headers", None)))
-
-    @app.exception_handler(HifitrtError)
-    async def hifitrt_error(request: Request, exc: HifitrtError) -> JSONResponse:
-        return answer(bad_request(str(exc)))
-
-    @app.exception_handler(Exception)
-    async def internal(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("internal error on %s", request.url.path)
-        return answer(ApiError(500, "internal", f"internal error ({type(exc).__name__}: {one_line(str(exc))[:200]})"))
-
-
-class _ServiceMiddleware:
-    """Counts requests (in flight, by endpoint and status) and refuses new ones while draining."""
-
-    def __init__(self, app: Any, metrics: ServiceMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope.get("path", "")
-        endpoint = path if path in _ENDPOINTS else "other"
-        state = scope["app"].state if "app" in scope else None
-        if state is not None and getattr(state, "draining", False) and path != "/healthz":
-            error = ApiError(503, "draining", "the service is shutting down; retry on another instance",
-                             {"Retry-After": "1", "Connection": "close"})
-            self.metrics.errors.labels("draining").inc()
-            self.metrics.requests.labels(endpoint, "503").inc()
-            await JSONResponse(error.body(), status_code=503, headers=error.headers)(scope, receive, send)
-            return
-        status = {"code": 500}
-
-        async def send_and_record(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        self.metrics.in_flight.inc()
-        try:
-            await self.app(scope, receive, send_and_record)
-        finally:
-            self.metrics.in_flight.dec()
-            self.metrics.requests.labels(endpoint, str(status["code"])).inc()
-
-
-_ENDPOINTS = {"/v1/vocode", "/v1/audio/speech", "/v1/voices", "/healthz", "/readyz", "/metrics", "/"}
 
 
 def _include_web_page(app: FastAPI, voices: dict[str, Voice], auth: list[Any]) -> None:

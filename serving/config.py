@@ -22,7 +22,8 @@ class ServeOptions:
     compute on a CPU; on a GPU raise it). ``max_queue``: requests per voice admitted and not
     yet answered; one more gets 503 at once. ``workers``: engine calls in flight per voice
     (execution contexts), not one per thread. ``first_chunk_frames``: the first window of a
-    mel, so streamed audio starts early (see ``voices.chunk_plan``).
+    mel, so streamed audio starts early (see ``voices.chunk_plan``); 0 vocodes every mel as one
+    window (no context overhead, but a stream's first audio comes when all of it is done).
     """
 
     max_batch: int = 8
@@ -44,11 +45,13 @@ class ServeOptions:
     def __post_init__(self) -> None:
         positive = {"max_batch": self.max_batch, "max_queue": self.max_queue, "workers": self.workers,
                     "max_frames": self.max_frames, "max_body_bytes": self.max_body_bytes,
-                    "frame_budget": self.frame_budget, "first_chunk_frames": self.first_chunk_frames,
+                    "frame_budget": self.frame_budget,
                     "speech_workers": self.speech_workers, "max_text_chars": self.max_text_chars}
         for name, value in positive.items():
             if value < 1:
                 raise HifitrtError(f"{name} must be >= 1, got {value}")
+        if self.first_chunk_frames < 0:
+            raise HifitrtError(f"first_chunk_frames must be >= 0 (0: no separate first window), got {self.first_chunk_frames}")
         if self.max_wait_ms < 0:
             raise HifitrtError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if self.timeout_s <= 0:

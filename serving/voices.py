@@ -8,8 +8,14 @@ non-streamed answer uses the very same windows, so streamed and non-streamed aud
 computation and hence the same bytes. Each window carries the vocoder's receptive field
 (``spec.left/right_context_frames``) on each side, so the joined windows equal vocoding the
 whole mel to float rounding (at most 1 LSB in int16). The price is that context: a few dozen
-frames per answer, paid once. NSF voices are vocoded as one window: their harmonic source
-integrates pitch from the utterance's start, which a mid-utterance window cannot know.
+frames per answer, paid once (``first_chunk_frames=0`` turns the split off: no overhead, but
+a stream's first audio then waits for the whole mel). NSF voices are vocoded as one window:
+their harmonic source integrates pitch from the utterance's start, which a mid-utterance
+window cannot know.
+
+Streamed and non-streamed bytes are identical when the two are vocoded alike; under
+concurrent load a window may share an engine call with windows of other lengths (padding),
+which can move a sample by 1 LSB, as any batched call can.
 """
 from __future__ import annotations
 
@@ -114,7 +120,7 @@ def _source_name(location: str) -> str:
 
 def chunk_plan(frames: int, first_chunk_frames: int, whole: bool = False) -> list[tuple[int, int]]:
     """Output frame ranges [s, e) a mel of ``frames`` is vocoded in (see the module docstring)."""
-    if whole or frames <= 2 * first_chunk_frames:
+    if whole or first_chunk_frames == 0 or frames <= 2 * first_chunk_frames:
         return [(0, frames)]
     return [(0, first_chunk_frames), (first_chunk_frames, frames)]
 
@@ -163,10 +169,11 @@ class Voice:
     def plan(self, frames: int) -> list[tuple[int, int]]:
         return chunk_plan(frames, self.options.first_chunk_frames, whole=self.whole)
 
-    def submit_windows(self, mel: np.ndarray) -> list[tuple[asyncio.Future, int, int]]:
+    def submit_windows(self, mel: np.ndarray, streamed: bool = False) -> list[tuple[asyncio.Future, int, int]]:
         """Queue every window of ``mel`` [C, T] at once; (future, first sample, sample count) each.
 
-        The first window is urgent when there are several (it is a stream's first audio).
+        A stream's first window is urgent (it is the listener's first audio); everything else
+        queues in arrival order.
         """
         if self.batcher is None:
             raise RuntimeError("voice not started")
@@ -176,7 +183,7 @@ class Voice:
         for index, (s, e) in enumerate(plan):
             a, b = max(0, s - self.left), min(total, e + self.right)
             window = np.ascontiguousarray(mel[:, a:b])
-            future = self.batcher.submit(window, urgent=index == 0 and len(plan) > 1)
+            future = self.batcher.submit(window, urgent=streamed and index == 0 and len(plan) > 1)
             out.append((future, (s - a) * self.hop, (e - s) * self.hop))
         return out
 

@@ -188,6 +188,27 @@ def test_nan_in_one_profile_only(engine: Path, tmp_path: Path) -> None:
     assert all(c.passed for pt, c in zip(result.sweep.points, result.cases) if pt.profile == "s")
 
 
+def test_engine_output_faults_are_one_line_engine_errors(engine: Path, tmp_path: Path) -> None:
+    """Outside a parity check, an engine whose audio is NaN/Inf or of the wrong length fails the
+    call with one EngineError line (Runner.infer checks every output), never silent audio."""
+    from hifitrt.errors import EngineError
+    from hifitrt.export.speech_inputs import fixture_speech
+    from hifitrt.runtime import VocoderEngine
+
+    for fault, frames, words in ((_nan_when_long, NAN_ABOVE_FRAMES + 4, "NaN/Inf samples"),
+                                 (_truncate, 12, "returned shape")):
+        d = _copy(engine, tmp_path / fault.__name__)
+        _edit_output(d, fault)
+        _rerecord(d)
+        with VocoderEngine.load(d) as vocoder:
+            speech = fixture_speech(vocoder.spec)
+            with pytest.raises(EngineError, match=words) as caught:
+                vocoder(speech.crop(frames)[0])
+            assert "\n" not in str(caught.value)
+            if fault is _nan_when_long:  # the same engine is fine where its output is finite
+                assert np.isfinite(vocoder(speech.crop(12)[0])).all()
+
+
 def test_changed_source_is_refused(engine: Path, tmp_path: Path) -> None:
     import torch
 

@@ -45,7 +45,7 @@ def test_byte_lru_evicts_oldest_by_bytes():
 def test_chunk_plan_covers_every_frame_once():
     assert chunk_plan(50, 32) == [(0, 50)]
     assert chunk_plan(65, 32) == [(0, 32), (32, 65)]
-    assert chunk_plan(500, 32, whole=True) == [(0, 500)]
+    assert chunk_plan(500, 32, whole=True) == chunk_plan(500, 0) == [(0, 500)]
 
 
 def test_options_and_voice_args_are_checked():

@@ -107,3 +107,11 @@ def test_engine_check_looks_at_the_gpu_the_engine_will_run_on(tmp_path, monkeypa
         with pytest.raises(EngineError, match="no CUDA GPU"):
             verify_engine_dir(root, device=device)
     assert asked == [1, 0]
+
+
+def test_cli_prints_the_versions_line(capsys):
+    from hifitrt.cli import main
+
+    assert main(["versions"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("versions: ") and "torch " in out and "(CUDA " in out

@@ -42,6 +42,8 @@ from ..jsonfile import read_json, write_json
 from ..engines import layout
 from ..engines.build import build_engine
 from ..engines.manifest import Manifest
+from ..export.kantts_random import (generator_params, kantts_configs_dir, random_weight_norm_generator,
+                                    save_kantts_checkpoint)
 from ..export.mel import mel_config_for, mel_magnitude
 from .check import check_engine
 
@@ -71,9 +73,6 @@ def tiny_kantts_checkpoint(root: str | os.PathLike[str], seed: int = 0, channels
     seconds on a CPU; seeded, so every machine builds the same weights.
     """
     import yaml
-
-    from ..export.kantts_random import (generator_params, kantts_configs_dir, random_weight_norm_generator,
-                                    save_kantts_checkpoint)
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

@@ -11,15 +11,22 @@ CPU. Only this test helper installs the double; hifitrt itself has no switch for
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent.parent
+CHILD_SITE = Path(__file__).resolve().parent / "child_site"  # its sitecustomize installs the double
 
 
 def install_tensorrt_double() -> None:
-    """Make ``import tensorrt``, the GPU probe and the runner's CUDA memory use the double."""
-    sys.path.insert(0, str(TESTS))
+    """Make ``import tensorrt``, the GPU probe and the runner's CUDA memory use the double, here
+    and in the Python child processes hifitrt starts (through ``PYTHONPATH``)."""
+    if str(TESTS) not in sys.path:
+        sys.path.insert(0, str(TESTS))
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(CHILD_SITE) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(CHILD_SITE), *paths])
     from doubles.tensorrt_double import CpuDeviceBackend, make_tensorrt_double
 
     from hifitrt.engines import backends, machine
