@@ -45,7 +45,6 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..atomic import write_text
-from ..errors import EngineError
 from .openvino_engine import (
     CompiledChain,
     CpuInfo,

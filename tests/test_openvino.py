@@ -23,7 +23,9 @@ from hifitrt.export import kantts_random as synthetic
 
 pytest.importorskip("openvino")
 
-OV_FP32 = {"backend": "openvino", "precision": "fp32", "verify_export": False}
+# Small profiles keep `check` (every profile point plus a chunked long case) to seconds.
+OV_FP32 = {"backend": "openvino", "precision": "fp32", "verify_export": False,
+           "profiles": ["short=dynamic:1-2x16-64-128"]}
 NO_BF16 = None if cpu_info().has_bf16 else (
     f"this CPU ({cpu_info().model}: {cpu_info().bf16_units()}) cannot run BF16; OpenVINO would run FP32")
 
