@@ -19,7 +19,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                    help="ModelScope Sambert-HifiGan model for POST /v1/audio/speech")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-batch", type=int, default=8, metavar="N", help="mel windows per engine call (default 8)")
+    p.add_argument("--max-batch", type=int, default=None, metavar="N",
+                   help="mel windows per engine call (default: 8 on a GPU, 1 on a CPU, where batching "
+                        "only adds padding and makes new streams wait)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS",
                    help="how long a request may wait for others to batch with (default 5)")
     p.add_argument("--max-padding", type=float, default=1.25, metavar="X",
@@ -31,6 +33,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--first-chunk-frames", type=int, default=32, metavar="N",
                    help="vocode a mel's first N frames as their own window so streams start early "
                         "(default 32; 0: one window per mel, no context overhead)")
+    p.add_argument("--split-overhead", type=float, default=0.1, metavar="F",
+                   help="split off that first window only when its added context is at most F of the mel "
+                        "(default 0.1)")
     p.add_argument("--timeout-s", type=float, default=30.0, metavar="S", help="per-request timeout -> 504 (default 30)")
     p.add_argument("--max-frames", type=int, default=8192, metavar="N", help="longest mel accepted (default 8192)")
     p.add_argument("--api-key", metavar="KEY", help="require 'Authorization: Bearer KEY' on every route but /healthz")
@@ -57,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = ServeOptions(
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_padding=args.max_padding,
         max_queue=args.max_queue, workers=args.workers, timeout_s=args.timeout_s, max_frames=args.max_frames,
-        first_chunk_frames=args.first_chunk_frames,
+        first_chunk_frames=args.first_chunk_frames, split_overhead=args.split_overhead,
         api_key=args.api_key, cache_bytes=int(args.cache_mb * (1 << 20)),
     )
     app = create_app(targets, options=options, backend=args.backend, model=args.model)

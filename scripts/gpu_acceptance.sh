@@ -93,7 +93,7 @@ PYEOF
 
 echo "== steps (status, step, seconds, detail)" | tee -a "$SUMMARY"
 if [ "$DOUBLE" = "1" ]; then
-    step environment 60 "${HIFITRT[@]}" versions
+    step environment 120 "${HIFITRT[@]}" versions
 else
     step environment 60 "$PY" -c "
 import sys, torch
@@ -112,7 +112,7 @@ for precision in fp16 fp32; do
     fi
     if step "build-$precision" "$BUILD_LIMIT" "${HIFITRT[@]}" build "$SOURCE" --out "$dir" --backend tensorrt \
             --precision "$precision" --force --no-report; then
-        step "inspect-$precision" 60 "${HIFITRT[@]}" inspect "$dir"
+        step "inspect-$precision" 120 "${HIFITRT[@]}" inspect "$dir"
         step "check-$precision" "$CHECK_LIMIT" "${HIFITRT[@]}" check "$dir" --report "$dir/report"
         step "bench-$precision" "$BENCH_LIMIT" "${HIFITRT[@]}" bench "$dir" --json "$dir/bench.json"
     else

@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .config import ServeOptions
+from .config import ServeOptions, batch_for_device
 from .metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,11 @@ class _Job:
 class MicroBatcher:
     """Coalesces concurrent windows of one voice into ``run_batch`` calls."""
 
-    def __init__(self, voice: str, run_batch: BatchFn, options: ServeOptions, metrics: ServiceMetrics) -> None:
+    def __init__(self, voice: str, run_batch: BatchFn, options: ServeOptions, metrics: ServiceMetrics,
+                 max_batch: int | None = None) -> None:
+        """``max_batch``: windows per call (default: ``options``' own, else a CPU's 1)."""
         self.voice = voice
+        self.max_batch = max_batch if max_batch is not None else batch_for_device(options, on_accelerator=False)
         self.run_batch = run_batch
         self.options = options
         self.metrics = metrics
@@ -116,7 +119,7 @@ class MicroBatcher:
             try:
                 head = await self._wait_for_head()
                 deadline = head.enqueued + max_wait
-                while self.depth < self.options.max_batch:
+                while self.depth < self.max_batch:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         break
@@ -159,12 +162,12 @@ class MicroBatcher:
         longest = real = 0
         for job in waiting:
             n, top = len(batch) + 1, max(longest, job.frames)
-            if batch and (n > opts.max_batch or n * top > opts.frame_budget
+            if batch and (n > self.max_batch or n * top > opts.frame_budget
                           or n * top > opts.max_padding * (real + job.frames)):
                 continue
             batch.append(job)
             longest, real = top, real + job.frames
-            if len(batch) == opts.max_batch:
+            if len(batch) == self.max_batch:
                 break
         taken = set(map(id, batch))
         self._urgent = deque(j for j in self._urgent if id(j) not in taken and not j.future.done())

@@ -2,25 +2,34 @@
 cut into the windows the batcher runs.
 
 Why every answer is vocoded in the same windows (``chunk_plan``): a streamed answer must start
-early, so its first ``first_chunk_frames`` frames are vocoded as their own window; the rest
-follows as one more window (the engine itself chunks anything longer than its profiles). A
-non-streamed answer uses the very same windows, so streamed and non-streamed audio are the same
-computation and hence the same bytes. Each window carries the vocoder's receptive field
-(``spec.left/right_context_frames``) on each side, so the joined windows equal vocoding the
-whole mel to float rounding (at most 1 LSB in int16). The price is that context: a few dozen
-frames per answer, paid once (``first_chunk_frames=0`` turns the split off: no overhead, but
-a stream's first audio then waits for the whole mel). NSF voices are vocoded as one window:
-their harmonic source integrates pitch from the utterance's start, which a mid-utterance
-window cannot know.
+early, so the first ``first_chunk_frames`` frames of a long mel are vocoded as their own
+window; the rest follows as one more window, as large as possible (the engine itself chunks
+anything longer than its profiles). A non-streamed answer uses the very same windows, so
+streamed and non-streamed audio are the same computation and hence the same bytes. Each
+window carries the vocoder's receptive field (``spec.left/right_context_frames``) on each
+side, so the joined windows equal vocoding the whole mel to float rounding (at most 1 LSB in
+int16). The price is that context, left + right frames per split; a mel is split only when
+that is at most ``split_overhead`` of it (10 %: 320 frames for HiFi-GAN's 16 + 16), since a
+short mel is one cheap window whose whole answer comes about as soon as a first window would.
+``first_chunk_frames=0`` never splits. NSF voices are vocoded as one window: their harmonic
+source integrates pitch from the utterance's start, which a mid-utterance window cannot know.
+
+Batching by device (``config.batch_for_device``, unless ``--max-batch`` is given): on a GPU
+windows of concurrent requests share engine calls (up to 8), which is where a GPU's
+throughput comes from. On a CPU the engine is compute-bound: a batch costs what its windows
+cost one after another plus the padding of mixed lengths, and while it runs a new stream's
+first window waits for all of it. So a CPU voice runs one window per call: no padding, and a
+first window (urgent: it jumps the queue) waits for at most the one window already running.
 
 Streamed and non-streamed bytes are identical when the two are vocoded alike; under
-concurrent load a window may share an engine call with windows of other lengths (padding),
-which can move a sample by 1 LSB, as any batched call can.
+concurrent load on a GPU a window may share an engine call with windows of other lengths
+(padding), which can move a sample by 1 LSB, as any batched call can.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +38,7 @@ import numpy as np
 
 from ..errors import HifitrtError
 from .batcher import MicroBatcher
-from .config import ServeOptions
+from .config import ServeOptions, batch_for_device
 from .metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -108,6 +117,14 @@ def load_voice_engine(spec: VoiceSpec, backend: str | None = None) -> tuple[Any,
     return engine, info
 
 
+def on_accelerator(engine: Any, info: VoiceInfo) -> bool:
+    """Whether the engine runs on a GPU (TensorRT, PyTorch on CUDA, ONNX Runtime's CUDA providers)."""
+    if info.backend == "tensorrt" or "cuda" in info.backend:
+        return True
+    providers = getattr(getattr(engine, "runner", None), "providers", None) or ()
+    return any(str(p).split("ExecutionProvider")[0] in ("CUDA", "Tensorrt", "ROCM") for p in providers)
+
+
 def _field(manifest: Any, name: str) -> Any:
     return manifest.get(name) if isinstance(manifest, dict) else getattr(manifest, name, None)
 
@@ -118,9 +135,13 @@ def _source_name(location: str) -> str:
     return Path(location.rstrip("/")).name.split(".")[0] or "voice"
 
 
-def chunk_plan(frames: int, first_chunk_frames: int, whole: bool = False) -> list[tuple[int, int]]:
-    """Output frame ranges [s, e) a mel of ``frames`` is vocoded in (see the module docstring)."""
-    if whole or first_chunk_frames == 0 or frames <= 2 * first_chunk_frames:
+def chunk_plan(frames: int, first_chunk_frames: int, whole: bool = False,
+               min_split_frames: int = 0) -> list[tuple[int, int]]:
+    """Output frame ranges [s, e) a mel of ``frames`` is vocoded in (see the module docstring).
+
+    Mels shorter than ``min_split_frames`` (or than two first windows) are one window.
+    """
+    if whole or first_chunk_frames == 0 or frames <= 2 * first_chunk_frames or frames < min_split_frames:
         return [(0, frames)]
     return [(0, first_chunk_frames), (first_chunk_frames, frames)]
 
@@ -138,6 +159,9 @@ class Voice:
         self.left = int(spec.left_context_frames)
         self.right = 0 if spec.causal else int(spec.right_context_frames)
         self.whole = bool(getattr(spec, "nsf", False))
+        # split only where the added context is at most split_overhead of the mel
+        self.min_split_frames = math.ceil((self.left + self.right) / options.split_overhead)
+        self.max_batch = batch_for_device(options, on_accelerator(engine, info))
         self.batcher: MicroBatcher | None = None
         self.pending = 0  # requests admitted and not yet answered
 
@@ -146,7 +170,7 @@ class Voice:
         return self.info.name
 
     def start(self) -> None:
-        self.batcher = MicroBatcher(self.name, self.engine.batch, self.options, self.metrics)
+        self.batcher = MicroBatcher(self.name, self.engine.batch, self.options, self.metrics, max_batch=self.max_batch)
         self.batcher.start()
 
     async def stop(self) -> None:
@@ -167,13 +191,14 @@ class Voice:
         self.pending -= 1
 
     def plan(self, frames: int) -> list[tuple[int, int]]:
-        return chunk_plan(frames, self.options.first_chunk_frames, whole=self.whole)
+        return chunk_plan(frames, self.options.first_chunk_frames, whole=self.whole,
+                          min_split_frames=self.min_split_frames)
 
     def submit_windows(self, mel: np.ndarray, streamed: bool = False) -> list[tuple[asyncio.Future, int, int]]:
         """Queue every window of ``mel`` [C, T] at once; (future, first sample, sample count) each.
 
-        A stream's first window is urgent (it is the listener's first audio); everything else
-        queues in arrival order.
+        A stream's first window (its only one, for a short mel) is urgent: it is the listener's
+        first audio. Everything else queues in arrival order.
         """
         if self.batcher is None:
             raise RuntimeError("voice not started")
@@ -183,7 +208,7 @@ class Voice:
         for index, (s, e) in enumerate(plan):
             a, b = max(0, s - self.left), min(total, e + self.right)
             window = np.ascontiguousarray(mel[:, a:b])
-            future = self.batcher.submit(window, urgent=streamed and index == 0 and len(plan) > 1)
+            future = self.batcher.submit(window, urgent=streamed and index == 0)
             out.append((future, (s - a) * self.hop, (e - s) * self.hop))
         return out
 

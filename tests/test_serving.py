@@ -173,7 +173,7 @@ def test_streamed_equals_whole_byte_for_byte(engine_dir):
 
 def test_overload_answers_503_at_once_and_accepted_requests_stay_correct(engine_dir, engine):
     # the first request waits 1 s (max_wait_ms) for company; with room for 2, the rest are refused
-    app = create_app([engine_dir], options=ServeOptions(max_queue=2, max_wait_ms=1000))
+    app = create_app([engine_dir], options=ServeOptions(max_batch=8, max_queue=2, max_wait_ms=1000))
     mels = [_mel(60 + 10 * i, 100 + i) for i in range(10)]
     with serving(app) as base:
         async def timed():
@@ -199,11 +199,11 @@ def test_overload_answers_503_at_once_and_accepted_requests_stay_correct(engine_
 
 
 def test_timeout_is_504_and_a_vanished_client_has_its_work_dropped(engine_dir):
-    app = create_app([engine_dir], options=ServeOptions(max_wait_ms=600, timeout_s=0.2))
+    app = create_app([engine_dir], options=ServeOptions(max_batch=8, max_wait_ms=600, timeout_s=0.2))
     with serving(app) as base:
         r = httpx.post(f"{base}/v1/vocode", content=_npy(_mel(50, 1)), timeout=30)
         assert r.status_code == 504 and r.json()["error"]["type"] == "timeout"
-    app = create_app([engine_dir], options=ServeOptions(max_wait_ms=600))
+    app = create_app([engine_dir], options=ServeOptions(max_batch=8, max_wait_ms=600))
     with serving(app) as base:
         before = _metric(base, "hifitrt_batch_size_count")[(("voice", VOICE),)]
         with pytest.raises(httpx.ReadTimeout):
@@ -324,7 +324,8 @@ def test_sigterm_drains_in_flight_requests_then_exits(engine_dir, engine):
     port = _free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hifitrt", "serve", str(engine_dir), "--port", str(port), "--max-wait-ms", "3000"],
+        [sys.executable, "-m", "hifitrt", "serve", str(engine_dir), "--port", str(port), "--max-wait-ms", "3000",
+         "--max-batch", "8"],
         cwd=REPO.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:

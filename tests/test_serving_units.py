@@ -111,3 +111,15 @@ def test_serve_cli_refuses_bad_targets_in_one_line(tmp_path, capsys):
     assert main(["serve", str(tmp_path), "--port", "70000"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
+
+
+def test_short_mels_are_one_window_and_cpu_voices_run_one_window_per_call():
+    from hifitrt.serving.config import batch_for_device
+
+    assert chunk_plan(200, 32, min_split_frames=320) == [(0, 200)]  # the split's context would cost 16 %
+    assert chunk_plan(320, 32, min_split_frames=320) == [(0, 32), (32, 320)]
+    assert batch_for_device(ServeOptions(), on_accelerator=False) == 1
+    assert batch_for_device(ServeOptions(), on_accelerator=True) == 8
+    assert batch_for_device(ServeOptions(max_batch=4), on_accelerator=False) == 4
+    with pytest.raises(HifitrtError, match="split_overhead"):
+        ServeOptions(split_overhead=0)
