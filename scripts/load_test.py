@@ -9,6 +9,11 @@ table shows requests/s, audio seconds per second, p50/p95/p99 latency, time to f
 the mean batch size (mel windows per engine call, from ``/metrics``) and throughput against
 the bare engine (serial ``VocoderEngine`` calls in this process, measured in the same run).
 
+On a CPU ``serve`` runs one window per engine call (``--max-batch`` defaults by device), so
+the mean batch is 1 there. With ``--requests`` equal to the top concurrency every client
+sends at once (a burst): on a compute-bound engine the median stream's first window then
+waits for about half the others' first windows, whatever the scheduling.
+
 The naive baseline is what a sync Flask app does: ``http.server.HTTPServer`` (one request at
 a time), ``engine(mel)`` per request, whole WAV answer.
 

@@ -16,6 +16,9 @@ Batch forming, in order:
   thrown away on a CPU); a window that does not fit stays queued for the next batch;
 * windows whose future was cancelled (client gone, timeout) are dropped unrun.
 
+``max_batch`` comes from the voice: 8 on a GPU, 1 on a CPU unless configured (see
+``voices``): on a CPU a batch buys no throughput and makes an urgent window wait longer.
+
 The engine call (``VocoderEngine.batch``) does the exact mixed-length work: grouping by
 profile, padding with the mel's silence value and trimming each item to ``frames * hop``.
 """
