@@ -66,7 +66,7 @@ def create_app(
     metrics = ServiceMetrics()
     voices: dict[str, Voice] = {}
     for spec in specs:
-        engine, info = load_voice_engine(spec, backend)
+        engine, info = load_voice_engine(spec, backend, workers=options.workers)
         if info.name in voices:
             raise HifitrtError(f"two voices are named {info.name!r}; name them with --voice NAME=TARGET")
         voices[info.name] = Voice(engine, info, options, metrics)

@@ -75,8 +75,13 @@ class VoiceSpec:
     name: str | None = None
 
 
-def load_voice_engine(spec: VoiceSpec, backend: str | None = None) -> tuple[Any, VoiceInfo]:
-    """(engine, info) for an engine directory, or with ``backend='torch'`` any vocoder source."""
+def load_voice_engine(spec: VoiceSpec, backend: str | None = None, workers: int = 1) -> tuple[Any, VoiceInfo]:
+    """(engine, info) for an engine directory, or with ``backend='torch'`` any vocoder source.
+
+    ``workers``: engine calls in flight for this voice. A TensorRT engine gets exactly that many
+    execution contexts (each reserves activation memory on the GPU), never one per thread.
+    """
+    from ..engines.manifest import read_manifest
     from ..runtime import VocoderEngine
 
     if backend == "torch":
@@ -103,7 +108,8 @@ def load_voice_engine(spec: VoiceSpec, backend: str | None = None) -> tuple[Any,
     if not (path / "manifest.json").is_file():
         raise HifitrtError(f"{spec.target} is not an engine directory (no manifest.json); build one with "
                            f"`tts-build-engine build SOURCE --out DIR`, or serve a vocoder source with --backend torch")
-    engine = VocoderEngine.load(path)
+    runner_kwargs = {"max_contexts": max(1, workers)} if read_manifest(path).backend_name == "tensorrt" else {}
+    engine = VocoderEngine.load(path, **runner_kwargs)
     manifest = engine.manifest
     source = _field(manifest, "source") or {}
     backend_info = _field(manifest, "backend") or {}
