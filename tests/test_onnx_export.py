@@ -138,7 +138,13 @@ def test_cli_fp16_on_modelscope_dir_with_voice(tmp_path: Path, capsys) -> None:
     io = list(model.graph.input) + list(model.graph.output)
     assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in io)
     plan = json.loads(out.with_suffix(".plan.json").read_text())
-    assert plan["fp16_path"] == "v.onnx" and len(plan["calibration"]["mels"]) == 2
+    # export calibrates on the same speech-input set as `build` (one set, issue 12)
+    from hifitrt.export import load_vocoder
+    from hifitrt.export.speech_inputs import calibration_mels
+
+    same_as_build, _ = calibration_mels(load_vocoder(str(root), voice="zhiyan").spec)
+    assert plan["fp16_path"] == "v.onnx"
+    assert plan["calibration"]["mels"] == [int(m.shape[-1]) for m in same_as_build]
 
 
 def test_cli_error_is_one_line(tmp_path: Path, capsys) -> None:
