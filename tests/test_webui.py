@@ -150,11 +150,12 @@ def keyed_vocoder_service(voice_engine):
 
 @pytest.fixture(scope="module")
 def slow_service(voice_engine):
-    """Base URL of a service whose batcher holds a lone request for 3 s waiting for company."""
+    """Base URL of a service whose batcher holds a lone request for 3 s waiting for company
+    (batching is asked for explicitly: on a CPU `serve` does not batch by default)."""
     from hifitrt.serving import ServeOptions, create_app
 
     _, engine_dir, _ = voice_engine
-    with _serving(create_app([str(engine_dir)], options=ServeOptions(max_wait_ms=3000.0))) as base:
+    with _serving(create_app([str(engine_dir)], options=ServeOptions(max_wait_ms=3000.0, max_batch=8))) as base:
         yield base
 
 
