@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import abc
 import time
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from .errors import EngineError, InputError
+
+if TYPE_CHECKING:  # engines sits above this module (imports point one way)
+    from .engines.profiles import ShapeProfile
 
 
 def check_mel(mel: Any, in_channels: int | None = None, *, what: str = "mel", nsf: bool = False) -> np.ndarray:
@@ -61,7 +64,7 @@ class Runner(abc.ABC):
     """
 
     name: str = "runner"
-    profiles: Sequence[Any] = ()
+    profiles: Sequence[ShapeProfile] = ()
     strict_profiles: bool = False
     in_channels: int | None = None
     hop: int | None = None

@@ -142,7 +142,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         backend=args.backend, precision=args.precision, voice=args.voice, profiles=tuple(args.profile or ()),
         workspace_bytes=int(args.workspace_mb) << 20, hardware_compatibility=args.hardware_compatibility,
         version_compatible=args.version_compatible, force=args.force,
-        allow_short_profiles=args.allow_short_profiles, device=args.device,
+        allow_short_profiles=args.allow_short_profiles, device=args.device, bf16_gate=tuple(args.threshold or ()),
     )
     result = build_and_verify(args.source, args.out, options, report=not args.no_report,
                               progress=lambda line: print(line, flush=True))
@@ -152,7 +152,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     print()
     print(f"engine     {result.engine_dir}")
     print(f"backend    {m.backend_name} {m.backend.get('version', '')} ({b.backend_reason or 'as recorded'})")
-    print(f"precision  {m.precision}; profiles: " + ", ".join(p.name for p in m.shape_profiles))
+    if m.backend.get("selection"):  # --backend auto on a CPU: what was timed and why this one
+        print(f"           {m.backend['selection']['reason']}")
+    print(f"precision  {m.precision}; profiles: " + ", ".join(p.name for p in m.profiles))
     if m.backend.get("precision_reason"):  # OpenVINO bf16|auto: the BF16 plan's verdict with its numbers
         print(f"           {m.backend['precision_reason']}")
     print(f"build      {'reused (same build key, artifacts verified)' if b.reused else 'built: ' + (b.rebuild_reason or 'new')}"
@@ -264,10 +266,13 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p = sub.add_parser("build", help="load -> export -> precision plan -> engine -> quick parity")
     _add_source(p)
     p.add_argument("--out", required=True, help="engine directory to create or reuse")
-    p.add_argument("--backend", choices=(AUTO, *backend_names()), default=AUTO)
+    p.add_argument("--backend", choices=(AUTO, *backend_names()), default=AUTO,
+                   help="auto: TensorRT with a CUDA GPU; without one, for --precision fp32 or auto, ONNX Runtime "
+                   "and OpenVINO are timed after export and the fastest that passes parity is built (fp16: ONNX "
+                   "Runtime, bf16: OpenVINO)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp16",
-                   help="fp16/fp32 (TensorRT, ONNX Runtime); fp32, bf16 or auto for openvino (auto: BF16 "
-                   "when the CPU has BF16 units and the plan passes its gate, else FP32)")
+                   help="fp16/fp32 (TensorRT, ONNX Runtime); fp32, bf16 or auto for openvino and for --backend auto "
+                   "without a GPU (auto: BF16 when the CPU has BF16 units and the plan passes its gate, else FP32)")
     p.add_argument("--profile", action="append", default=[], metavar="SPEC",
                    help="fixed:BxFRAMES or dynamic:BMIN-BMAXxFMIN-FOPT-FMAX (repeatable)")
     p.add_argument("--workspace-mb", type=int, default=2048, help="TensorRT workspace limit")
@@ -282,6 +287,10 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                    help="accept TensorRT profiles shorter than the vocoder's receptive field (long mels are then "
                    "chunked with truncated context: audibly wrong seams)")
     p.add_argument("--no-report", action="store_true", help="skip the full parity report")
+    p.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
+                   help="tighten or loosen the BF16 gate of OpenVINO builds (--precision bf16 or auto; refused "
+                   "otherwise): pesq (min, default 4.5), log_mel_l1 (max, default 0.02), nonfinite_count "
+                   "(max, default 0); repeatable")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("check", help="parity sweep of an engine against PyTorch; writes report.json/html")

@@ -14,6 +14,8 @@ Interface a backend implements (subclass :class:`Backend`)::
                                    # engine; a build for another backend deletes them
     machine_bound: bool            # True: the engine runs only on the GPU/version it was built
                                    # for, so verify_engine_dir calls check_machine before loading
+    takes_bf16_gate: bool          # True: --threshold NAME=VALUE (BuildOptions.bf16_gate) means
+                                   # something to it (OpenVINO); others refuse it
     precisions: tuple[str, ...]    # what --precision may be for it (default fp16, fp32)
     runs_on_cpu() -> bool          # pick the CPU default profiles (small batches)
     requested(trt_module) -> str   # why it can run here when asked for explicitly; EngineError
@@ -30,8 +32,14 @@ Adding a backend (e.g. OpenVINO): write the class in its own module
 (``engines/openvino_engine.py``), call ``register(OpenVinoBackend())`` at its bottom, and add
 its module path to :data:`PLUGIN_MODULES` below so the registry imports it on first use (the
 import stays lazy: hifitrt imports without openvino installed). The matching runner factory is
-registered in :mod:`hifitrt.runtime.loading` the same way. ``auto`` picks TensorRT or ONNX
-Runtime only (:func:`resolve_backend`); other backends are chosen by name.
+registered in :mod:`hifitrt.runtime.loading` the same way.
+
+``auto`` (:func:`resolve_backend`): with a CUDA GPU, TensorRT (or ONNX Runtime's CUDA provider
+when TensorRT is missing). Without one, the CPU backends that can build the precision asked for
+are weighed: only ONNX Runtime builds fp16 (the default), only OpenVINO bf16; for fp32 and
+``auto`` precision :class:`~hifitrt.engines.cpu_selection.CpuAutoBackend` times ONNX Runtime and
+OpenVINO on the build's own fp32 ONNX after export and builds the fastest that passes parity,
+recording the measurement and its reason in the manifest (``backend.selection``).
 """
 from __future__ import annotations
 
@@ -80,7 +88,10 @@ class BuildOptions:
     the build key. TensorRT-only: ``workspace_bytes``, ``hardware_compatibility`` ("ampere_plus"
     or None), ``version_compatible``, ``device`` ("cuda:N": the GPU to build on and record, the
     one the engine will run on; not in the key, the GPU it names is). ONNX Runtime only:
-    ``use_tensorrt_ep``.
+    ``use_tensorrt_ep``. OpenVINO ``--precision bf16|auto`` only: ``bf16_gate``, ``NAME=VALUE``
+    strings that tighten or loosen the BF16 plan's gate (``build --threshold``; names and
+    defaults in :data:`hifitrt.engines.bf16_plan.GATE`), validated and stored canonically
+    (sorted, one per name) because they are part of the build key.
     """
 
     backend: str = AUTO
@@ -96,10 +107,12 @@ class BuildOptions:
     verify_export: bool = True
     force: bool = False
     allow_short_profiles: bool = False  # accept profiles shorter than the receptive field (inexact chunking)
+    bf16_gate: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise EngineError(f"unknown precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
+        object.__setattr__(self, "bf16_gate", _canonical_gate(self.bf16_gate, self.precision))
         object.__setattr__(self, "profiles", tuple(self.profiles or ()))
         hw = self.hardware_compatibility
         object.__setattr__(self, "hardware_compatibility",
@@ -127,6 +140,9 @@ class BuildRequest:
     trt_module: Any = None
     vocoder: "Vocoder | None" = None
     reference: "TorchRunner | None" = None
+    bf16_plan: Any = None
+    """A BF16 plan already measured on this ONNX (by ``--backend auto``'s CPU selection), so the
+    OpenVINO build uses it instead of planning again; None: the backend plans if it needs to."""
 
 
 @dataclass(frozen=True)
@@ -138,8 +154,8 @@ class BackendBuild:
     info: dict[str, Any]
     artifacts: tuple[str, ...] = field(default_factory=tuple)
     precision: str | None = None
-    """The precision actually built when the backend decides it (``auto``); None: as asked."""
-    precision: str | None = None  # what was built when it differs from the request (bf16 refused -> fp32)
+    """The precision actually built when the backend decides it (``auto``, bf16 refused -> fp32,
+    the CPU selection's choice); None: as asked."""
 
 
 class Backend(abc.ABC):
@@ -150,6 +166,7 @@ class Backend(abc.ABC):
     stale_files: ClassVar[tuple[str, ...]] = ()
     precisions: ClassVar[tuple[str, ...]] = ("fp16", "fp32")
     machine_bound: ClassVar[bool] = False
+    takes_bf16_gate: ClassVar[bool] = False
 
     def runs_on_cpu(self) -> bool:
         return current_device() is None
@@ -336,14 +353,29 @@ def backend_for(name: str) -> Backend:
         ) from None
 
 
-def resolve_backend(requested: str, trt_module: Any = None) -> tuple[Backend, str]:
-    """(backend, why) for the requested name on this machine.
+def resolve_backend(requested: str, trt_module: Any = None, *,
+                    options: BuildOptions | None = None) -> tuple[Backend, str]:
+    """(backend, why) for the requested name on this machine and ``options`` (its precision
+    and BF16 gate; default: ``BuildOptions()``).
 
     ``auto`` picks TensorRT only with a CUDA GPU *and* an importable TensorRT, else ONNX
-    Runtime (CUDA provider on a GPU, CPU otherwise). A backend asked for by name that cannot run
-    here is an error saying what is missing (``trt_module``, the test double, stands in for
-    both a GPU and TensorRT).
+    Runtime with the CUDA provider on a GPU. Without a CUDA GPU it weighs the CPU backends that
+    can build the precision (:func:`hifitrt.engines.cpu_selection.resolve_cpu_auto`): ONNX
+    Runtime for fp16, OpenVINO for bf16, and for fp32 or ``auto`` a :class:`CpuAutoBackend`
+    that times ONNX Runtime and OpenVINO during the build and keeps the fastest that passes
+    parity. A backend asked for by name that cannot run here is an error saying what is
+    missing (``trt_module``, the test double, stands in for both a GPU and TensorRT), and so is
+    a BF16 gate (``options.bf16_gate``) for a backend without one.
     """
+    options = options or BuildOptions(backend=requested)
+    backend, why = _resolve(requested, trt_module, options.precision)
+    if options.bf16_gate and not backend.takes_bf16_gate:
+        raise EngineError(f"--threshold {' '.join(options.bf16_gate)} sets the BF16 gate of OpenVINO builds, and "
+                          f"this build is {backend.label} ({why}): drop --threshold or use --backend openvino")
+    return backend, why
+
+
+def _resolve(requested: str, trt_module: Any, precision: str) -> tuple[Backend, str]:
     if requested != AUTO:
         backend = backend_for(requested)
         return backend, backend.requested(trt_module)
@@ -352,7 +384,9 @@ def resolve_backend(requested: str, trt_module: Any = None) -> tuple[Backend, st
     if device is not None and version is not None:
         return backend_for("tensorrt"), f"auto: CUDA GPU {device.describe()} and TensorRT {version} found"
     if device is None:
-        return backend_for("onnxruntime"), "auto: no CUDA GPU, so ONNX Runtime on the CPU provider"
+        from .cpu_selection import resolve_cpu_auto  # imports this module: lazy, no cycle
+
+        return resolve_cpu_auto(precision)
     return backend_for("onnxruntime"), (
         f"auto: CUDA GPU {device.describe()} but TensorRT is not importable, so ONNX Runtime with the CUDA "
         "provider (pip install 'hifitrt[gpu-cu12]' or 'hifitrt[gpu-cu13]' for TensorRT, see docs/TENSORRT.md)"
@@ -360,6 +394,21 @@ def resolve_backend(requested: str, trt_module: Any = None) -> tuple[Backend, st
 
 
 # ------------------------------------------------------------------------------------ helpers
+def _canonical_gate(items: Any, precision: str) -> tuple[str, ...]:
+    """``bf16_gate`` validated (EngineError naming the bad item) as sorted ``name=value`` strings."""
+    if isinstance(items, str):
+        items = (items,)
+    items = tuple(items or ())
+    if not items:
+        return ()
+    if precision not in ("bf16", "auto"):
+        raise EngineError(f"--threshold {' '.join(map(str, items))} sets the BF16 gate of OpenVINO builds "
+                          f"(--precision bf16 or auto); a {precision} build has none: drop --threshold")
+    from .bf16_plan import parse_gate_overrides  # lazy: the plan module pulls in OpenVINO's engine code
+
+    return tuple(f"{name}={value!r}" for name, value in sorted(parse_gate_overrides(items).items()))
+
+
 def _version_ok(built: str, here: str | None, version_compatible: bool) -> bool:
     if here is None:
         return False

@@ -40,11 +40,14 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from ..atomic import write_text
+from ..errors import EngineError
+from ..export.mel_config import MelConfig, mel_config_for
+from ..export.spec import VocoderSpec
 from .openvino_engine import (
     CompiledChain,
     CpuInfo,
@@ -170,10 +173,8 @@ class Trial:
 class _Bench:
     """Compiles candidate chains and measures them against the PyTorch reference."""
 
-    def __init__(self, onnx_path: Path, segments: Sequence[Segment], work: Path, spec: Any,
+    def __init__(self, onnx_path: Path, segments: Sequence[Segment], work: Path, spec: VocoderSpec,
                  mels: Sequence[np.ndarray], refs: Sequence[np.ndarray], threads: int, low: str) -> None:
-        from ..export.mel import mel_config_for
-
         self.onnx_path, self.segments, self.work, self.spec = onnx_path, list(segments), work, spec
         self.mels, self.refs, self.threads, self.low = list(mels), list(refs), threads, low
         self.mel_cfg = mel_config_for(spec)
@@ -279,10 +280,37 @@ def gate_limits(overrides: Mapping[str, float | None] | None = None) -> dict[str
     return {**GATE, **dict(overrides or {})}
 
 
+def parse_gate_overrides(items: Iterable[str]) -> dict[str, float]:
+    """``build --threshold NAME=VALUE`` strings as gate overrides (a later NAME wins).
+
+    Names are the gate's own (:data:`GATE`; ``-`` may stand for ``_``); values are finite
+    numbers >= 0. Anything else is an EngineError naming the item, since a gate that silently
+    ignored a typo would pass engines the user meant to refuse.
+    """
+    overrides: dict[str, float] = {}
+    for item in items:
+        text = str(item)
+        name, sep, raw = text.partition("=")
+        key = name.strip().lower().replace("-", "_")
+        if not sep or not key:
+            raise EngineError(f"--threshold {text!r} is not NAME=VALUE (e.g. log_mel_l1=0.03)")
+        if key not in GATE:
+            raise EngineError(f"--threshold {text!r}: the BF16 gate has no {name.strip()!r}; "
+                              f"use {', '.join(GATE)}")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise EngineError(f"--threshold {text!r}: {raw.strip()!r} is not a number") from None
+        if not math.isfinite(value) or value < 0:
+            raise EngineError(f"--threshold {text!r}: the value must be a finite number >= 0")
+        overrides[key] = value
+    return overrides
+
+
 def plan_bf16(
     fp32_onnx: str | os.PathLike[str],
     work_dir: str | os.PathLike[str],
-    spec: Any,
+    spec: VocoderSpec,
     calibration: Sequence[np.ndarray],
     gate_inputs: Mapping[str, np.ndarray],
     reference: Callable[[np.ndarray], np.ndarray],
@@ -306,7 +334,7 @@ def plan_bf16(
     cpu = cpu or cpu_info()
     limits = gate_limits(gate)
     plan = Bf16Plan(False, "", cpu.to_dict(), calibration=calibration_note, openvino_version=openvino_version(),
-                    low_precision=low_precision)
+                    low_precision=low_precision, gate={"limits": dict(limits)})
     if low_precision == "bf16" and not cpu.has_bf16:
         plan.reason = (f"BF16 refused: {cpu.model} has {cpu.bf16_units()} (OpenVINO capabilities: "
                        f"{', '.join(cpu.openvino_capabilities) or 'unknown'}); a BF16 hint would run FP32 here, "
@@ -381,8 +409,9 @@ def _trial_numbers(trial: Trial) -> dict[str, Any]:
             "nonfinite": trial.nonfinite, "part_seconds": trial.part_seconds}
 
 
-def _gate(chain: CompiledChain, spec: Any, inputs: Mapping[str, np.ndarray], reference: Callable[[np.ndarray], np.ndarray],
-          limits: Mapping[str, float | None], mel_cfg: Any) -> dict[str, Any]:
+def _gate(chain: CompiledChain, spec: VocoderSpec, inputs: Mapping[str, np.ndarray],
+          reference: Callable[[np.ndarray], np.ndarray], limits: Mapping[str, float | None],
+          mel_cfg: MelConfig) -> dict[str, Any]:
     """Every fixture at full length: PESQ, log-mel L1, MR-STFT, SNR, NaN/Inf against ``limits``."""
     from ..validation.metrics import compare_audio
 

@@ -160,7 +160,7 @@ def build_engine(
     """
     opts = (options or BuildOptions()).replace(**option_overrides) if option_overrides else (options or BuildOptions())
     steps = _Steps(progress)
-    backend, reason = resolve_backend(opts.backend, trt_module)
+    backend, reason = resolve_backend(opts.backend, trt_module, options=opts)
     if opts.precision not in backend.precisions:
         raise EngineError(f"{backend.label} engines are {' or '.join(backend.precisions)}, not {opts.precision}: "
                           "use --precision " + backend.precisions[0])
@@ -185,7 +185,10 @@ def claim_out_dir(out_dir: str | os.PathLike[str]) -> Path:
     if out.exists() and not out.is_dir():
         raise EngineError(f"--out {out} is a file, not a directory: name a new or engine directory")
     if out.is_dir() and not _is_engine_dir(out):
-        entries = sorted(entry.name for entry in out.iterdir())
+        # The mark and lock of a concurrent build of this same directory may appear between
+        # the check above and this listing: they are ours, not the user's files.
+        ours = {layout.OWNER_MARK, layout.BUILD_LOCK}
+        entries = sorted(entry.name for entry in out.iterdir() if entry.name not in ours)
         if entries:
             shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
             raise EngineError(
@@ -283,7 +286,7 @@ def _build_locked(source: str | os.PathLike[str], out: Path, steps: _Steps, opts
             backend=built.info,
             device=backend.recorded_device(machine),
             precision=built.precision or opts.precision,
-            profiles=[p.to_dict() for p in chosen],
+            profiles=tuple(chosen),
             onnx_digest=digests[layout.FP32_ONNX]["sha256"],
             precision_plan_digest=digests[layout.PRECISION_PLAN]["sha256"] if layout.PRECISION_PLAN in digests else None,
             engine_file=built.engine_file,

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from ..errors import EngineError
 from .backends import backend_for
@@ -20,7 +19,7 @@ def _size(n: int) -> str:
 
 def describe_manifest(manifest: Manifest) -> list[tuple[str, str]]:
     """(label, value) rows summarising a manifest."""
-    spec: dict[str, Any] = dict(manifest.source.get("spec", {}))
+    spec = manifest.spec
     backend = manifest.backend
     backend_text = f"{backend.get('name')} {backend.get('version', '')}".strip()
     if backend.get("providers"):
@@ -30,9 +29,8 @@ def describe_manifest(manifest: Manifest) -> list[tuple[str, str]]:
     rows = [
         ("source", str(manifest.source.get("location")) + (f" voice {manifest.source['voice']}"
                                                            if manifest.source.get("voice") else "")),
-        ("vocoder", f"{spec.get('arch')} {spec.get('sample_rate')} Hz, hop {spec.get('hop')}, "
-                    f"{spec.get('in_channels')} input channels"),
-        ("source digest", str(spec.get("digest"))),
+        ("vocoder", f"{spec.arch} {spec.sample_rate} Hz, hop {spec.hop}, {spec.in_channels} input channels"),
+        ("source digest", spec.digest),
         ("backend", backend_text),
         ("built for", device.describe() if device else "no GPU recorded" if bound
          else "any machine (no GPU-specific code)"),
@@ -41,9 +39,9 @@ def describe_manifest(manifest: Manifest) -> list[tuple[str, str]]:
         ("created", f"{manifest.created} by hifitrt {manifest.hifitrt_version} in {manifest.build_seconds:.1f} s"),
     ]
     for p in manifest.profiles:
-        rows.append((f"profile {p.get('name')}",
-                     f"batch {p['batch_min']}-{p['batch_opt']}-{p['batch_max']}, "
-                     f"frames {p['frames_min']}-{p['frames_opt']}-{p['frames_max']}"))
+        rows.append((f"profile {p.name}",
+                     f"batch {p.batch_min}-{p.batch_opt}-{p.batch_max}, "
+                     f"frames {p.frames_min}-{p.frames_opt}-{p.frames_max}"))
     options = {k: v for k, v in (manifest.options or {}).items() if v not in (None, False)}
     if options:
         rows.append(("options", ", ".join(f"{k}={v}" for k, v in sorted(options.items()))))

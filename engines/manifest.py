@@ -25,7 +25,7 @@ from . import layout
 from .backends import backend_for, backend_names
 from ..export.spec import VocoderSpec
 from .machine import DeviceInfo, Machine, current_machine
-from .profiles import ShapeProfile, profiles_from_list
+from .profiles import ShapeProfile, profiles_to_list
 from .tensorrt_common import device_index
 
 SCHEMA = "hifitrt.engine-manifest"
@@ -40,13 +40,17 @@ class Manifest:
     ``build_key`` and ``build_inputs`` (additions to the documented fields): the inputs of the
     build and their hash; a later build with the same key reuses this directory instead of
     rebuilding, and the inputs let it say what changed when it does not.
+
+    ``profiles`` holds :class:`~hifitrt.engines.profiles.ShapeProfile` objects (JSON entries
+    passed in are read into them); :meth:`to_dict` writes them back as the same JSON objects,
+    so reading and rewriting a manifest keeps its ``manifest_sha256`` seal.
     """
 
     source: dict[str, Any]
     backend: dict[str, Any]
     device: dict[str, Any] | None
     precision: str
-    profiles: list[dict[str, Any]]
+    profiles: tuple[ShapeProfile, ...]
     onnx_digest: str
     precision_plan_digest: str | None
     engine_file: str
@@ -61,9 +65,16 @@ class Manifest:
     schema: str = SCHEMA
     schema_version: int = SCHEMA_VERSION
 
+    def __post_init__(self) -> None:
+        # Profiles are ShapeProfile objects in memory whatever the caller passed (a manifest's
+        # JSON entries are read with ShapeProfile.from_dict), so no consumer walks dicts.
+        self.profiles = _as_profiles(self.profiles)
+
     # -------------------------------------------------------------------------- conversions
     def to_dict(self) -> dict[str, Any]:
+        """The JSON object of ``manifest.json`` (profiles as their dicts, the same JSON as ever)."""
         data = dataclasses.asdict(self)
+        data["profiles"] = profiles_to_list(self.profiles)
         order = ["schema", "schema_version", "hifitrt_version", "created", "build_seconds", "build_key"]
         return {**{k: data.pop(k) for k in order}, **data}
 
@@ -88,7 +99,12 @@ class Manifest:
         missing = sorted(required - set(data))
         if missing:
             raise EngineError(f"{where} lacks {', '.join(missing)}: it is damaged; {_REBUILD_GENERIC}")
-        manifest = cls(**{k: v for k, v in data.items() if k in names})
+        if not isinstance(data["profiles"], list):
+            raise EngineError(f"{where}: profiles is not a list; the manifest is damaged, {_REBUILD_GENERIC}")
+        try:
+            manifest = cls(**{k: v for k, v in data.items() if k in names})
+        except EngineError as exc:  # a damaged profile entry
+            raise EngineError(f"{where}: {exc}") from None
         manifest._check_types(where)
         return manifest
 
@@ -111,6 +127,10 @@ class Manifest:
             raise bad(f"engine file {self.engine_file!r} is not among its artifacts")
         if not isinstance(self.source, Mapping) or not isinstance(self.source.get("spec"), Mapping):
             raise bad("source.spec is missing")
+        try:
+            self.spec
+        except TypeError as exc:  # a field missing or unknown: VocoderSpec(...) refuses it
+            raise bad(f"source.spec is not a vocoder spec ({exc})") from None
 
     # -------------------------------------------------------------------------- conveniences
     @property
@@ -121,11 +141,6 @@ class Manifest:
     def spec(self) -> VocoderSpec:
         """The vocoder's :class:`~hifitrt.export.spec.VocoderSpec`."""
         return VocoderSpec.from_dict(self.source["spec"])
-
-    @property
-    def shape_profiles(self) -> tuple[ShapeProfile, ...]:
-        """``profiles`` as :class:`~hifitrt.engines.profiles.ShapeProfile` objects."""
-        return profiles_from_list(self.profiles)
 
     @property
     def device_info(self) -> DeviceInfo | None:
@@ -143,6 +158,17 @@ class Manifest:
 
 
 _REBUILD_GENERIC = "rebuild it with tts-build-engine build SOURCE --out ENGINE_DIR --force"
+
+
+def _as_profiles(items: Iterable[ShapeProfile | Mapping[str, Any]]) -> tuple[ShapeProfile, ...]:
+    """``items`` as ShapeProfile objects: a JSON entry (Mapping) is read, a ShapeProfile kept."""
+    result = []
+    for item in items:
+        if not isinstance(item, (ShapeProfile, Mapping)):
+            raise EngineError(f"shape profile entry {item!r} is not an object: the manifest is damaged; "
+                              f"{_REBUILD_GENERIC}")
+        result.append(item if isinstance(item, ShapeProfile) else ShapeProfile.from_dict(item))
+    return tuple(result)
 
 
 def _safe_relpath(rel: str, where: str) -> PurePosixPath:

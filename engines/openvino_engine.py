@@ -383,13 +383,14 @@ class OpenVinoBackend(Backend):
     Not machine-bound: IR is compiled when loaded, so an engine runs on any x86 CPU (a BF16
     engine on a CPU without BF16 units runs FP32, with a warning). The CPU it was built and
     planned on is in the manifest (``backend.cpu``) and in the build key, since a BF16 plan is
-    measured on that CPU.
+    measured on that CPU; so is the BF16 gate (``BuildOptions.bf16_gate``, ``--threshold``).
     """
 
     name = "openvino"
     label = "OpenVINO"
     stale_files = (ENGINE_JSON,)
     precisions = ("fp32", "bf16", "auto")
+    takes_bf16_gate = True
 
     def runs_on_cpu(self) -> bool:
         return True
@@ -401,7 +402,7 @@ class OpenVinoBackend(Backend):
     def key_inputs(self, options: BuildOptions, machine: Machine) -> dict[str, Any]:
         cpu = cpu_info()
         return {
-            "options": {"opset": options.opset},
+            "options": {"opset": options.opset, "bf16_gate": list(options.bf16_gate)},
             "tensorrt_version": None,
             "gpu": None,
             "providers": None,
@@ -423,7 +424,9 @@ class OpenVinoBackend(Backend):
         fp32_onnx = out / request.onnx_relpath
         work = Path(tempfile.mkdtemp(prefix=".staging-openvino-", dir=str(out)))
         try:
-            plan = _run_bf16_plan(request, fp32_onnx, work) if requested in BF16_CAPABLE else None
+            plan = None
+            if requested in BF16_CAPABLE:
+                plan = request.bf16_plan if request.bf16_plan is not None else bf16_plan_for(request, fp32_onnx, work)
             precision = "bf16" if plan is not None and plan.passed else "fp32"
             parts = plan.parts if plan is not None and plan.passed else [whole_graph_part(fp32_onnx)]
             result = build_openvino_engine(out, parts, precision=precision)
@@ -448,19 +451,21 @@ class OpenVinoBackend(Backend):
         return BackendBuild(ENGINE_JSON, info, tuple(artifacts), precision=precision)
 
 
-def _run_bf16_plan(request: BuildRequest, fp32_onnx: Path, work: Path) -> Any:
-    """Plan BF16 on the speech fixtures against the vocoder's PyTorch output (needs the vocoder)."""
+def bf16_plan_for(request: BuildRequest, fp32_onnx: Path, work: Path, threads: int | None = None) -> Any:
+    """Plan BF16 on the speech fixtures against the vocoder's PyTorch output (needs the vocoder),
+    under the gate as ``request.options.bf16_gate`` adjusts it. Also used by ``--backend auto``'s
+    CPU selection, which then hands the plan back in ``BuildRequest.bf16_plan``."""
     from ..export.reference import TorchRunner
     from ..export.speech_inputs import calibration_mels, fixture_inputs
-    from .bf16_plan import plan_bf16
+    from .bf16_plan import parse_gate_overrides, plan_bf16
 
     vocoder = getattr(request, "vocoder", None)
     if vocoder is None:
         raise EngineError("a BF16 OpenVINO build needs the loaded vocoder to measure its plan against")
-    reference = TorchRunner(vocoder.module, cache=True)
+    reference = request.reference if request.reference is not None else TorchRunner(vocoder.module, cache=True)
     mels, note = calibration_mels(vocoder.spec)
     return plan_bf16(fp32_onnx, work, vocoder.spec, mels, fixture_inputs(vocoder.spec), reference,
-                     calibration_note=note)
+                     calibration_note=note, gate=parse_gate_overrides(request.options.bf16_gate), threads=threads)
 
 
 register(OpenVinoBackend())

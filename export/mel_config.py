@@ -14,6 +14,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .spec import VocoderSpec
+
 logger = logging.getLogger(__name__)
 
 _LOG_KINDS = ("ln", "log10", "db20")
@@ -189,7 +191,7 @@ KNOWN_CONFIGS: dict = {
 }
 
 
-def mel_config_for(spec_or_rate: Any, hop: Optional[int] = None,
+def mel_config_for(spec_or_rate: VocoderSpec | int, hop: Optional[int] = None,
                    n_mels: Optional[int] = None) -> MelConfig:
     """Best known mel config for a vocoder: ``mel_config_for(spec)`` or ``(sr, hop, n_mels)``.
 

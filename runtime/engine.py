@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
@@ -41,6 +41,9 @@ from ..export.reference import TorchRunner
 from ..export.spec import VocoderSpec
 from ..runner import Runner, check_mel
 from .loading import runner_for_engine_dir
+
+if TYPE_CHECKING:  # export.load defines the PyTorch generators; only the type is needed here
+    from ..export.load import Vocoder
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,7 @@ class VocoderEngine:
         return cls(runner, manifest.spec, manifest=manifest)
 
     @classmethod
-    def from_vocoder(cls, vocoder: Any, profiles: Sequence[Any] | None = None) -> "VocoderEngine":
+    def from_vocoder(cls, vocoder: Vocoder, profiles: Sequence[ShapeProfile] | None = None) -> "VocoderEngine":
         """PyTorch engine (same validation, batching and streaming code as a built engine).
 
         ``profiles`` bound the frames of one PyTorch call (longer mels are chunked with full

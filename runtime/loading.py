@@ -71,13 +71,13 @@ def _tensorrt(root: Path, manifest: Manifest, *, threads: int | None = None, **k
 def _onnxruntime(root: Path, manifest: Manifest, *, threads: int | None = None, **_: Any) -> Runner:
     config = read_session_config(root)
     session = config.create_session(root, threads=threads)
-    return OnnxRuntimeRunner(root / config.model, session=session, profiles=manifest.shape_profiles)
+    return OnnxRuntimeRunner(root / config.model, session=session, profiles=manifest.profiles)
 
 
 def _openvino(root: Path, manifest: Manifest, *, threads: int | None = None, **_: Any) -> Runner:
     from .openvino_runner import OpenVinoRunner  # needs the optional openvino package
 
-    return OpenVinoRunner(root, manifest.shape_profiles, threads=threads)
+    return OpenVinoRunner(root, manifest.profiles, threads=threads)
 
 
 register_runner("tensorrt", _tensorrt)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from ..engines.profiles import ShapeProfile
 from ..errors import EngineError
 from ..runner import Runner
 
@@ -26,7 +27,7 @@ class OpenVinoRunner(Runner):
 
     name = "openvino"
 
-    def __init__(self, engine_dir: str | os.PathLike[str], profiles: Sequence[Any] = (), *,
+    def __init__(self, engine_dir: str | os.PathLike[str], profiles: Sequence[ShapeProfile] = (), *,
                  hop: int | None = None, threads: int | None = None, streams: int | None = None) -> None:
         super().__init__()
         from ..engines.openvino_engine import load_chain, read_openvino_config, usable_cores

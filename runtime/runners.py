@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..engines.profiles import ShapeProfile
 from ..errors import EngineError
 from ..export.ort import make_session
 from ..export.reference import TorchRunner
@@ -38,7 +39,7 @@ class OnnxRuntimeRunner(Runner):
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, session: Any = None,
                  providers: Sequence[Any] | None = None, threads: int | None = None,
-                 profiles: Sequence[Any] = (), hop: int | None = None) -> None:
+                 profiles: Sequence[ShapeProfile] = (), hop: int | None = None) -> None:
         super().__init__()
         if session is None:
             if path is None or not Path(path).is_file():

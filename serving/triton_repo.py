@@ -167,7 +167,7 @@ def plain_config(name: str, manifest: Manifest, options: RepositoryOptions) -> A
     """The plain TensorRT / ONNX Runtime model (batches only equal-length requests)."""
     pb = _pb()
     backend = manifest.backend_name
-    profiles = manifest.shape_profiles
+    profiles = manifest.profiles
     config = pb.ModelConfig(name=name, platform=PLAIN_PLATFORMS[backend],
                             max_batch_size=plain_max_batch(manifest, options.max_batch))
     config.input.add(name=INPUT, data_type=pb.TYPE_FP32, dims=[int(manifest.spec.in_channels), -1])
@@ -189,7 +189,7 @@ def plain_config(name: str, manifest: Manifest, options: RepositoryOptions) -> A
 
 def plain_max_batch(manifest: Manifest, requested: int | None) -> int:
     """Largest batch every profile accepts, so any batch Triton forms fits the profile it picks."""
-    profiles = manifest.shape_profiles
+    profiles = manifest.profiles
     limit = min((p.batch_max for p in profiles), default=requested or 1)
     return min(limit, requested) if requested else limit
 
@@ -222,7 +222,7 @@ def check_config(config: Any, manifest: Manifest, engine_dir: Path, kind: str, w
     graph_channels = _onnx_input_channels(engine_dir / layout.onnx_for(manifest.precision))
     if graph_channels is not None and graph_channels != channels:
         raise fail(f"the engine's ONNX graph takes {graph_channels} mel channels, the config says {channels}")
-    profiles = manifest.shape_profiles
+    profiles = manifest.profiles
     if profiles:
         for group in config.instance_group:
             for index in group.profile:

@@ -240,7 +240,7 @@ def _long_case(out: Path, source: Path, trt, here):
     vocoder = load_vocoder(source)
     runner = runner_for_engine_dir(out, manifest, trt_module=trt, device=CpuDeviceBackend())
     try:
-        return long_speech_case(runner, TorchRunner(vocoder.module), vocoder.spec, manifest.shape_profiles,
+        return long_speech_case(runner, TorchRunner(vocoder.module), vocoder.spec, manifest.profiles,
                                 Thresholds.fp32(), fixture_speech(vocoder.spec), with_pesq=False)
     finally:
         runner.close()

@@ -87,7 +87,7 @@ def test_round_trip_and_fields(tmp_path: Path) -> None:
     manifest = verify_engine_dir(root, machine=Machine(A10G, "10.13.0"))
     assert manifest == read_manifest(root)
     assert manifest.spec.sample_rate == 8000
-    assert manifest.shape_profiles[0].frames_max == 128
+    assert manifest.profiles[0].frames_max == 128
     assert sorted(manifest.artifacts) == ["model.fp16.onnx", "model.onnx", "precision_plan.json",
                                           "tensorrt/engine.plan"]
     assert not list(root.glob(".*.tmp")), "atomic write left a temp file"

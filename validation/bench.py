@@ -345,9 +345,10 @@ def _ratio(a: float, b: float) -> float:
     return float(a / b) if b > 0 else float("nan")
 
 
-def _engine_info(engine: Any) -> dict[str, Any]:
+def _engine_info(engine: VocoderEngine) -> dict[str, Any]:
     m = engine.manifest
-    return {"backend": m.backend.get("name"), "backend_version": m.backend.get("version"),
+    assert m is not None  # VocoderEngine.load always keeps the verified manifest
+    return {"backend": m.backend_name, "backend_version": m.backend.get("version"),
             "providers": list(getattr(engine.runner, "providers", m.backend.get("providers") or [])),
             "precision": m.precision, "engine_file": m.engine_file, "runner": engine.runner.name}
 

@@ -23,13 +23,16 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..engines.manifest import Manifest, verify_engine_dir
+from ..engines.profiles import ShapeProfile
 from ..errors import HifitrtError, OutputError, SourceChangedError, ThresholdError
-from ..export.load import load_vocoder
+from ..export.load import Vocoder, load_vocoder
 from ..export.mel import mel_config_for
 from ..export.reference import TorchRunner
+from ..export.speech_inputs import SpeechSource
 from ..export.spec import VocoderSpec
 from ..runtime.engine import VocoderEngine
 from ..runtime.loading import runner_for_engine_dir
+from ..runner import Runner
 from .metrics import Thresholds
 from .report import CaseResult, ReportPaths, measure_case, write_report
 from .sweep import SweepPoint, SweepResult, run_sweep, speech_for
@@ -68,30 +71,30 @@ class CheckResult:
 
 def engine_summary(manifest: Manifest, engine_dir: Path) -> dict[str, Any]:
     """The report's ``engine`` block: what was checked, from the manifest."""
-    spec = manifest.source.get("spec", {})
+    spec = manifest.spec
     return {
         "name": engine_dir.name,
         "dir": str(engine_dir),
         "source": manifest.source.get("location"),
         "voice": manifest.source.get("voice"),
-        "arch": spec.get("arch"),
-        "sample_rate": spec.get("sample_rate"),
-        "hop": spec.get("hop"),
-        "source_digest": spec.get("digest"),
-        "backend": manifest.backend.get("name"),
+        "arch": spec.arch,
+        "sample_rate": spec.sample_rate,
+        "hop": spec.hop,
+        "source_digest": spec.digest,
+        "backend": manifest.backend_name,
         "backend_version": manifest.backend.get("version"),
         "providers": manifest.backend.get("providers"),
         "precision": manifest.precision,
         "engine_file": manifest.engine_file,
         "onnx_digest": manifest.onnx_digest,
-        "profiles": [f"{p['name']}: batch {p['batch_min']}-{p['batch_max']}, frames "
-                     f"{p['frames_min']}-{p['frames_opt']}-{p['frames_max']}" for p in manifest.profiles],
+        "profiles": [f"{p.name}: batch {p.batch_min}-{p.batch_max}, frames "
+                     f"{p.frames_min}-{p.frames_opt}-{p.frames_max}" for p in manifest.profiles],
         "device": manifest.device,
         "hifitrt_version": manifest.hifitrt_version,
     }
 
 
-def load_source_for(manifest: Manifest, engine_dir: Path, vocoder: Any = None) -> Any:
+def load_source_for(manifest: Manifest, engine_dir: Path, vocoder: Vocoder | None = None) -> Vocoder:
     """The manifest's source vocoder, refusing one whose weights differ from the build's."""
     location = manifest.source.get("location")
     voice = manifest.source.get("voice")
@@ -102,7 +105,7 @@ def load_source_for(manifest: Manifest, engine_dir: Path, vocoder: Any = None) -
             raise type(exc)(
                 f"cannot load the source recorded in {engine_dir}/manifest.json ({location}): {exc}"
             ) from exc
-    expected = manifest.source.get("spec", {}).get("digest")
+    expected = manifest.spec.digest
     if vocoder.spec.digest != expected:
         raise SourceChangedError(
             f"the vocoder at {location} changed since {engine_dir} was built (weight digest "
@@ -136,7 +139,7 @@ def check_engine(
     thresholds: Thresholds | Mapping[str, Any] | Iterable[str] | None = None,
     *,
     progress: Progress | None = None,
-    vocoder: Any = None,
+    vocoder: Vocoder | None = None,
     with_pesq: bool = True,
     write: bool = True,
     keep_outputs: bool = False,
@@ -162,9 +165,9 @@ def check_engine(
     reference = TorchRunner(vocoder.module, cache=True)
     runner = runner_for_engine_dir(root, manifest)
     try:
-        sweep = run_sweep(runner, reference, spec, manifest.shape_profiles, limits, speech=speech,
+        sweep = run_sweep(runner, reference, spec, manifest.profiles, limits, speech=speech,
                           with_pesq=with_pesq, progress=progress, keep_outputs=keep_outputs)
-        point, case = long_speech_case(runner, reference, spec, manifest.shape_profiles, limits, speech,
+        point, case = long_speech_case(runner, reference, spec, manifest.profiles, limits, speech,
                                        with_pesq=with_pesq)
         sweep.points.append(point)
         sweep.cases.append(case)
@@ -183,8 +186,9 @@ def check_engine(
     return CheckResult(root, passed, limits, sweep, paths, manifest)
 
 
-def long_speech_case(runner: Any, reference: Any, spec: VocoderSpec, profiles: Sequence[Any], limits: Thresholds,
-                     speech: Any, *, with_pesq: bool = True) -> tuple[Any, CaseResult]:
+def long_speech_case(runner: Runner, reference: Callable[[np.ndarray], np.ndarray], spec: VocoderSpec,
+                     profiles: Sequence[ShapeProfile], limits: Thresholds, speech: SpeechSource, *,
+                     with_pesq: bool = True) -> tuple[SweepPoint, CaseResult]:
     """Speech longer than every profile, vocoded as users get it: chunked by VocoderEngine.
 
     The sweep runs each profile's shapes directly, so an engine whose profiles cannot hold the

@@ -25,11 +25,13 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..engines.profiles import ShapeProfile
 from ..errors import InputError
 from ..export.audio import read_wav
 from ..export.mel import mel_config_for
 from ..export.speech_inputs import SpeechSource, analyse_wav, fixture_speech
 from ..export.spec import VocoderSpec
+from ..runner import Runner
 from .metrics import Thresholds
 from .report import CaseCollector, CaseResult, measure_case
 
@@ -76,7 +78,7 @@ def odd_prime_between(lo: int, hi: int) -> int | None:
     return None
 
 
-def sweep_points(profiles: Sequence[Any]) -> list[SweepPoint]:
+def sweep_points(profiles: Sequence[ShapeProfile]) -> list[SweepPoint]:
     """Points of every profile: min, min+1, opt, a prime in (opt, max), max x batch 1 and max.
 
     Duplicate (batch, frames) pairs inside a profile are measured once (fixed profiles collapse
@@ -155,10 +157,10 @@ class SweepResult:
 
 
 def run_sweep(
-    runner: Any,
+    runner: Runner,
     reference: Callable[[np.ndarray], np.ndarray],
     spec: VocoderSpec,
-    profiles: Sequence[Any],
+    profiles: Sequence[ShapeProfile],
     thresholds: Thresholds,
     *,
     speech: SpeechSource | None = None,

@@ -56,7 +56,7 @@ def quick_parity(engine_dir: Path, manifest: Manifest, vocoder: Vocoder,
     cases = []
     runner = runner_for_engine_dir(engine_dir, manifest)
     try:
-        for p in manifest.shape_profiles:
+        for p in manifest.profiles:
             for j in range(min(n_fixtures, len(speech.utterances))):
                 mel, name = speech.crop(p.frames_opt, index=j)
                 ref = reference(mel[None])
