@@ -31,13 +31,13 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ..errors import HifitrtError
 from .audio import MEDIA_TYPES, pcm_bytes, wav_header
 from .cache import ByteLRU
-from .config import ServeOptions
+from .config import ServeOptions, lane_for_device, threads_for_device, workers_for_device
 from .errors import ApiError, bad_request, not_found, too_large
 from .http import (STREAM_HEADERS, ClosingStream, ServiceMiddleware, api_key_dependency, cancel_all,
                    install_error_handlers, read_body, wait_for_results)
 from .metrics import CONTENT_TYPE, ServiceMetrics
 from .validation import check_mel, choose, parse_bool, parse_npy
-from .voices import Overloaded, Voice, VoiceSpec, load_voice_engine
+from .voices import Overloaded, Voice, VoiceSpec, expects_accelerator, load_voice_engine
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,9 @@ def create_app(
     metrics = ServiceMetrics()
     voices: dict[str, Voice] = {}
     for spec in specs:
-        engine, info = load_voice_engine(spec, backend, workers=options.workers)
+        accelerated = expects_accelerator(spec, backend)
+        calls = workers_for_device(options, accelerated) + lane_for_device(options, accelerated)
+        engine, info = load_voice_engine(spec, backend, workers=calls, threads=threads_for_device(options, accelerated))
         if info.name in voices:
             raise HifitrtError(f"two voices are named {info.name!r}; name them with --voice NAME=TARGET")
         voices[info.name] = Voice(engine, info, options, metrics)
@@ -322,9 +324,10 @@ def _admit(voice: Voice) -> Callable[[], None]:
 
 
 async def _warm_up(voice: Voice) -> None:
-    """One engine call per window shape of a typical request, so the first client is not slow."""
+    """One engine call per window shape of a typical stream (its first window on the lane, when
+    the voice has one), so the first client is not slow."""
     mel = np.zeros((voice.info.in_channels, 4 * max(16, voice.options.first_chunk_frames)), np.float32)
-    await asyncio.gather(*(f for f, _, _ in voice.submit_windows(mel)))
+    await asyncio.gather(*(f for f, _, _ in voice.submit_windows(mel, streamed=True)))
 
 
 def _include_web_page(app: FastAPI, voices: dict[str, Voice], auth: list[Any]) -> None:

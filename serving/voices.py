@@ -2,15 +2,20 @@
 cut into the windows the batcher runs.
 
 Why every answer is vocoded in the same windows (``chunk_plan``): a streamed answer must start
-early, so the first ``first_chunk_frames`` frames of a long mel are vocoded as their own
+early, so the first ``first_chunk_frames`` frames of a mel are vocoded as their own small
 window; the rest follows as one more window, as large as possible (the engine itself chunks
 anything longer than its profiles). A non-streamed answer uses the very same windows, so
 streamed and non-streamed audio are the same computation and hence the same bytes. Each
 window carries the vocoder's receptive field (``spec.left/right_context_frames``) on each
 side, so the joined windows equal vocoding the whole mel to float rounding (at most 1 LSB in
-int16). The price is that context, left + right frames per split; a mel is split only when
-that is at most ``split_overhead`` of it (10 %: 320 frames for HiFi-GAN's 16 + 16), since a
-short mel is one cheap window whose whole answer comes about as soon as a first window would.
+int16). The price is the frames vocoded twice (``split_cost``): the first window's right
+context, plus the rest's left context, which a first window no longer than the left context
+avoids (the rest then starts at frame 0: it is the whole mel). With the default first window
+of 8 frames and HiFi-GAN's 16 + 16 context that is 24 frames (0.24 s of audio at 100 frames/s)
+per mel; a mel is split only when that is at most ``split_overhead`` of it (50 %: 48 frames
+and more). Why small: time to first audio is the first engine call, and under load a small
+first window (or a short mel, one window) keeps the first-audio lane (see ``batcher``) free;
+a long first window would make new streams queue behind each other there.
 ``first_chunk_frames=0`` never splits. NSF voices are vocoded as one window: their harmonic
 source integrates pitch from the utterance's start, which a mid-utterance window cannot know.
 
@@ -19,7 +24,10 @@ windows of concurrent requests share engine calls (up to 8), which is where a GP
 throughput comes from. On a CPU the engine is compute-bound: a batch costs what its windows
 cost one after another plus the padding of mixed lengths, and while it runs a new stream's
 first window waits for all of it. So a CPU voice runs one window per call: no padding, and a
-first window (urgent: it jumps the queue) waits for at most the one window already running.
+first window (urgent) runs on the first-audio lane beside the windows already running,
+while the workers keep arrival order. A CPU voice also runs one engine call per core, each on
+one thread (``config.workers_for_device``: more throughput than one call on all cores when
+the cores are busy, 7 % less on idle ones).
 
 Streamed and non-streamed bytes are identical when the two are vocoded alike; under
 concurrent load on a GPU a window may share an engine call with windows of other lengths
@@ -38,7 +46,7 @@ import numpy as np
 
 from ..errors import HifitrtError
 from .batcher import MicroBatcher
-from .config import ServeOptions, batch_for_device
+from .config import ServeOptions, batch_for_device, lane_for_device, workers_for_device
 from .metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -75,11 +83,14 @@ class VoiceSpec:
     name: str | None = None
 
 
-def load_voice_engine(spec: VoiceSpec, backend: str | None = None, workers: int = 1) -> tuple[Any, VoiceInfo]:
+def load_voice_engine(spec: VoiceSpec, backend: str | None = None, workers: int = 1,
+                      threads: int | None = None) -> tuple[Any, VoiceInfo]:
     """(engine, info) for an engine directory, or with ``backend='torch'`` any vocoder source.
 
     ``workers``: engine calls in flight for this voice. A TensorRT engine gets exactly that many
     execution contexts (each reserves activation memory on the GPU), never one per thread.
+    ``threads``: intra-op threads of one call on a CPU backend (ONNX Runtime, OpenVINO; None:
+    the backend's default); PyTorch keeps its process-wide setting.
     """
     from ..engines.manifest import read_manifest
     from ..runtime import VocoderEngine
@@ -109,18 +120,39 @@ def load_voice_engine(spec: VoiceSpec, backend: str | None = None, workers: int 
         raise HifitrtError(f"{spec.target} is not an engine directory (no manifest.json); build one with "
                            f"`tts-build-engine build SOURCE --out DIR`, or serve a vocoder source with --backend torch")
     runner_kwargs = {"max_contexts": max(1, workers)} if read_manifest(path).backend_name == "tensorrt" else {}
-    engine = VocoderEngine.load(path, **runner_kwargs)
+    engine = VocoderEngine.load(path, threads=threads, **runner_kwargs)
     manifest = engine.manifest
-    source = _field(manifest, "source") or {}
-    backend_info = _field(manifest, "backend") or {}
-    engine_file = _field(manifest, "engine_file")
-    artifacts = _field(manifest, "artifacts") or {}
-    digest = (artifacts.get(engine_file) or {}).get("sha256") or _field(manifest, "onnx_digest") or ""
+    assert manifest is not None  # VocoderEngine.load always keeps the verified manifest
+    source = manifest.source
+    digest = (manifest.artifacts.get(manifest.engine_file) or {}).get("sha256") or manifest.onnx_digest or ""
     name = spec.name or source.get("voice") or _source_name(str(source.get("location") or path.name))
     info = VoiceInfo(name, engine.sample_rate, int(engine.spec.hop), int(engine.spec.in_channels),
-                     str(backend_info.get("name", "engine")), str(_field(manifest, "precision") or ""),
-                     str(digest), path.resolve())
+                     manifest.backend_name, manifest.precision, str(digest), path.resolve())
     return engine, info
+
+
+def expects_accelerator(spec: VoiceSpec, backend: str | None) -> bool:
+    """Whether ``spec`` will run on a GPU, known before it is loaded (its thread and context
+    counts are load-time settings); a broken target is left for ``load_voice_engine`` to name."""
+    from ..engines.machine import current_device
+
+    if backend == "torch":
+        return current_device() is not None
+    path = Path(spec.target)
+    try:
+        from ..engines.manifest import read_manifest
+
+        backend_name = read_manifest(path).backend_name
+        if backend_name == "tensorrt":
+            return True
+        if backend_name != "onnxruntime" or current_device() is None:
+            return False
+        from ..engines.onnxruntime_engine import read_session_config
+
+        providers = read_session_config(path).providers_here(path)
+    except Exception:  # noqa: BLE001 - load_voice_engine reports what is wrong with the target
+        return False
+    return any((p if isinstance(p, str) else p[0]) != "CPUExecutionProvider" for p in providers)
 
 
 def on_accelerator(engine: Any, info: VoiceInfo) -> bool:
@@ -131,14 +163,20 @@ def on_accelerator(engine: Any, info: VoiceInfo) -> bool:
     return any(str(p).split("ExecutionProvider")[0] in ("CUDA", "Tensorrt", "ROCM") for p in providers)
 
 
-def _field(manifest: Any, name: str) -> Any:
-    return manifest.get(name) if isinstance(manifest, dict) else getattr(manifest, name, None)
-
-
 def _source_name(location: str) -> str:
     if location in ("default", ""):
         return location or "default"
     return Path(location.rstrip("/")).name.split(".")[0] or "voice"
+
+
+def split_cost(first_chunk_frames: int, left: int, right: int) -> int:
+    """Frames vocoded twice when a mel gets a first window of ``first_chunk_frames``.
+
+    The first window carries ``right`` frames of context; the rest starts ``left`` frames
+    before its first output frame, but never before the mel's start, so a first window no
+    longer than ``left`` makes the rest the whole mel and costs only its own frames.
+    """
+    return right + min(first_chunk_frames, left)
 
 
 def chunk_plan(frames: int, first_chunk_frames: int, whole: bool = False,
@@ -166,8 +204,12 @@ class Voice:
         self.right = 0 if spec.causal else int(spec.right_context_frames)
         self.whole = bool(getattr(spec, "nsf", False))
         # split only where the added context is at most split_overhead of the mel
-        self.min_split_frames = math.ceil((self.left + self.right) / options.split_overhead)
-        self.max_batch = batch_for_device(options, on_accelerator(engine, info))
+        cost = split_cost(options.first_chunk_frames, self.left, self.right)
+        self.min_split_frames = math.ceil(cost / options.split_overhead)
+        accelerated = on_accelerator(engine, info)
+        self.max_batch = batch_for_device(options, accelerated)
+        self.workers = workers_for_device(options, accelerated)
+        self.lane_workers = lane_for_device(options, accelerated)
         self.batcher: MicroBatcher | None = None
         self.pending = 0  # requests admitted and not yet answered
 
@@ -176,7 +218,8 @@ class Voice:
         return self.info.name
 
     def start(self) -> None:
-        self.batcher = MicroBatcher(self.name, self.engine.batch, self.options, self.metrics, max_batch=self.max_batch)
+        self.batcher = MicroBatcher(self.name, self.engine.batch, self.options, self.metrics, max_batch=self.max_batch,
+                                    workers=self.workers, lane_workers=self.lane_workers)
         self.batcher.start()
 
     async def stop(self) -> None:
