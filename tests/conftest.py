@@ -1,6 +1,7 @@
 """Shared pytest setup: the default vocoder location and markers."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,22 @@ def tiny_fp32_engine(tiny_kantts_ckpt, tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny-fp32") / "engine"
     build_engine(tiny_kantts_ckpt, out, backend="onnxruntime", precision="fp32", profiles=TINY_FP32_PROFILES)
     return out
+
+
+@pytest.fixture(scope="session")
+def golden_work(tmp_path_factory) -> Path:
+    """Where golden-baseline engines are built (``HIFITRT_GOLDEN_WORK=DIR`` keeps them between
+    runs: build_engine reuses an unchanged engine in seconds)."""
+    env = os.environ.get("HIFITRT_GOLDEN_WORK")
+    return Path(env) if env else tmp_path_factory.mktemp("golden")
+
+
+@pytest.fixture(scope="session")
+def default_fp16_engine(default_vocoder, golden_work) -> Path:
+    """The default vocoder's FP16 ONNX Runtime engine, built once per session exactly as its
+    golden baseline builds it (the slowest build of the suite: the golden regression and the
+    FP16 plan tests share it; read-only)."""
+    from hifitrt.validation import golden
+
+    case = next(c for c in golden.golden_cases("onnxruntime") if c.name == "default-fp16-onnxruntime")
+    return golden.build_case(case, golden_work)

@@ -257,7 +257,7 @@ def test_default_vocoder_fp16_onnxruntime(default_vocoder, tmp_path: Path) -> No
     assert not first.reused and again.reused
     assert time.perf_counter() - started < first_seconds / 5
     assert [p.name for p in again.manifest.profiles] == ["short", "medium", "long"]
-    assert again.manifest.options["calibration"].endswith("speech fixture mels")
+    assert again.manifest.options["calibration"].endswith("speech fixtures in the vocoder's feature space")
 
 
 def test_export_fp16_plans_on_the_same_mels_as_build(tiny_ckpt: Path, tmp_path: Path, capsys) -> None:

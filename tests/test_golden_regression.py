@@ -5,13 +5,12 @@ with ``hifitrt.validation.golden.compare``; the failure message names what regre
 changes are recorded with ``python scripts/regenerate_golden.py tests/golden``.
 
 ``HIFITRT_GOLDEN_WORK=DIR`` keeps the builds between runs (build_engine reuses an unchanged
-engine in seconds); by default they go to a temporary directory.
+engine in seconds); by default they go to a session temporary directory (tests/conftest.py).
 The TensorRT variants run on a GPU machine and are skipped elsewhere with the reason.
 """
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 
 import pytest
@@ -24,9 +23,8 @@ TRT_CASES = {c.name: c for c in golden.golden_cases("tensorrt")}
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    env = os.environ.get("HIFITRT_GOLDEN_WORK")
-    return Path(env) if env else tmp_path_factory.mktemp("golden")
+def work(golden_work) -> Path:
+    return golden_work  # session-wide: the default FP16 engine is shared with test_precision
 
 
 _measured: dict[str, dict] = {}

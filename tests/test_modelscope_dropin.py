@@ -15,10 +15,12 @@ from hifitrt.engines.profiles import ShapeProfile
 from hifitrt.export import kantts_random as synthetic
 from hifitrt.errors import HifitrtError
 from hifitrt.runtime import accelerate
+from small_configs import small_kantts_config
 
 PROFILES = [ShapeProfile(1, 1, 2, 4, 64, 160, "p")]
 CONFIG = "hifigan_v1_16k"
 NSF_CONFIG = "hifigan_noncausal_nsf_v1_16k"
+CHANNELS = 32
 
 
 def _mels(channels: int, nsf: bool = False) -> dict[str, np.ndarray]:
@@ -35,21 +37,26 @@ def _mels(channels: int, nsf: bool = False) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
+    """Two narrow voices (CHANNELS generator channels; same 16 kHz causal and non-causal NSF
+    architectures as the shipped configs): these tests are about drop-in behaviour, not size."""
     root = tmp_path_factory.mktemp("msdir")
-    cfgs = synthetic.kantts_configs_dir()
-    return synthetic.make_modelscope_model_dir(
-        root, [("voice_a", cfgs / f"{CONFIG}.yaml", 1), ("voice_nsf", cfgs / f"{NSF_CONFIG}.yaml", 2)], scale=0.5)
+    voices = [("voice_a", small_kantts_config(root / "cfg", CONFIG, CHANNELS), 1),
+              ("voice_nsf", small_kantts_config(root / "cfg", NSF_CONFIG, CHANNELS), 2)]
+    return synthetic.make_modelscope_model_dir(root / "model", voices, scale=0.5)
 
 
 @pytest.fixture(scope="module")
 def engines(model_dir, tmp_path_factory):
+    """The export check is tests/test_onnx_export.py's job; here the engines' audio is compared
+    with ModelScope's own torch vocoder in every test, which catches a bad export anyway."""
     from hifitrt.engines.build import build_engine
 
     out = tmp_path_factory.mktemp("engines")
     dirs = {}
     for voice, precision in (("voice_a", "fp32"), ("voice_a", "fp16"), ("voice_nsf", "fp32")):
         target = out / f"{voice}_{precision}"
-        build_engine(model_dir, target, voice=voice, backend="onnxruntime", precision=precision, profiles=PROFILES)
+        build_engine(model_dir, target, voice=voice, backend="onnxruntime", precision=precision, profiles=PROFILES,
+                     verify_export=False)
         dirs[(voice, precision)] = target
     return dirs
 
@@ -82,6 +89,16 @@ def test_fp32_engine_is_a_drop_in(model_dir, engines):
 
 
 def test_fp16_engine_snr(model_dir, engines):
+    """A planned FP16 engine behind ModelScope's int16 WAV packing stays >= 40 dB from the torch
+    vocoder. The voice is narrow (CHANNELS), so its FP16 error is smaller than a 256-channel
+    net's (measured ~83 dB at 32 channels, ~72 dB at 64): this checks the drop-in path with a
+    real FP16 graph, while FP16 accuracy of a full-size trained vocoder is tests/test_precision.py's (the default
+    vocoder, every fixture) and of full-size KAN-TTS nets scripts/fp16_parity_table.py's."""
+    import onnx
+
+    graph = onnx.load(str(engines[("voice_a", "fp16")] / "model.fp16.onnx"))
+    kinds = [i.data_type for i in graph.graph.initializer]
+    assert kinds.count(onnx.TensorProto.FLOAT16) > len(kinds) // 2  # really an FP16 engine
     plain, _ = _model(model_dir)
     fast, _ = _model(model_dir)
     accelerate(fast, engine={"voice_a": engines[("voice_a", "fp16")]})

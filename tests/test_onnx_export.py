@@ -20,13 +20,15 @@ from hifitrt.export.kantts_random import (
     generator_params, kantts_configs_dir, make_modelscope_model_dir, random_weight_norm_generator,
     save_kantts_checkpoint,
 )
+from small_configs import small_kantts_config
 
 warnings.filterwarnings("ignore", category=UserWarning)
 CONFIGS = kantts_configs_dir()
 
 
-def _kantts(tmp: Path, stem: str, scale: float = 0.5):
-    cfg = CONFIGS / f"{stem}.yaml"
+def _kantts(tmp: Path, stem: str, scale: float = 0.5, channels: int | None = None):
+    """A seeded random KAN-TTS vocoder of the shipped config ``stem`` (``channels``: narrowed)."""
+    cfg = CONFIGS / f"{stem}.yaml" if channels is None else small_kantts_config(tmp / "cfg", stem, channels)
     module = random_weight_norm_generator(generator_params(cfg), seed=3, scale=scale)
     save_kantts_checkpoint(module, cfg, tmp / stem / "voc")
     return load_vocoder(tmp / stem / "voc")
@@ -34,9 +36,11 @@ def _kantts(tmp: Path, stem: str, scale: float = 0.5):
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    """A KAN-TTS 8 kHz (256 channels) random vocoder exported at short + medium lengths."""
+    """A KAN-TTS 8 kHz random vocoder (32 channels: the graph contract, dynamic frames and the
+    atomic failures do not depend on width) exported at short + medium lengths. Full-width
+    FP32 parity: the NSF config and the trained default vocoder (long) below."""
     tmp = tmp_path_factory.mktemp("small")
-    vocoder = _kantts(tmp, "hifigan_v1_8k")
+    vocoder = _kantts(tmp, "hifigan_v1_8k", channels=32)
     result = export_onnx(vocoder, tmp / "m.onnx", lengths=("short", "medium"))
     return vocoder, result
 
@@ -117,10 +121,25 @@ def test_failed_parity_leaves_no_file(small, tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def _plant_tiny_weights(voc: Path) -> None:
+    """Put one weight below FP16's smallest subnormal into every weight-normed layer of the
+    checkpoint in ``voc``: a 256-channel random net has a few dozen such weights, a narrow one
+    none, and without them the converter's truncation warnings would not be raised at all."""
+    ckpt = next((voc / "ckpt").glob("checkpoint_*.pth"))
+    state = torch.load(ckpt, weights_only=True)
+    for name, value in state["model"]["generator"].items():
+        if name.endswith("weight_v"):
+            value.view(-1)[0] = 1e-9
+    torch.save(state, ckpt)
+
+
 def test_cli_fp16_on_modelscope_dir_with_voice(tmp_path: Path, capsys) -> None:
-    root = make_modelscope_model_dir(
-        tmp_path / "ms", [("zhitian", CONFIGS / "hifigan_v1_16k.yaml", 1),
-                          ("zhiyan", CONFIGS / "hifigan_v1_8k.yaml", 2)], scale=0.5)
+    """`export --voice --precision fp16` on a ModelScope dir (narrow voices: the CLI path, not
+    the width, is under test; full-width FP16 plans are tests/test_precision.py's)."""
+    voices = [("zhitian", small_kantts_config(tmp_path / "cfg", "hifigan_v1_16k", 32), 1),
+              ("zhiyan", small_kantts_config(tmp_path / "cfg", "hifigan_v1_8k", 32), 2)]
+    root = make_modelscope_model_dir(tmp_path / "ms", voices, scale=0.5)
+    _plant_tiny_weights(root / "voices" / "zhiyan" / "voc")
     out = tmp_path / "out" / "v.onnx"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -158,7 +177,7 @@ def test_long_parity_batch_is_over_1000_frames_at_every_hop(tmp_path: Path, defa
     """48 kHz (hop 600) turns the 11.1 s fixture into 886 frames; "long" still means > 1000."""
     from hifitrt.export.speech_inputs import speech_mels
 
-    for spec in (_kantts(tmp_path, "hifigan_v1_48k").spec, default_vocoder.spec):
+    for spec in (_kantts(tmp_path, "hifigan_v1_48k", channels=32).spec, default_vocoder.spec):
         longest = list(speech_mels(spec).values())[-1]
         batch = parity_batches(spec, ["long"])["long"]
         assert batch.shape[0] == 2 and batch.shape[2] == max(1024, longest.shape[1]) > 1000

@@ -169,13 +169,21 @@ def measure_engine(engine_dir: str | os.PathLike[str]) -> dict[str, Any]:
     }
 
 
-def build_and_measure(case: GoldenCase, work: str | os.PathLike[str], trt_module: Any = None) -> dict[str, Any]:
-    """Build ``case`` in ``work`` (reused when unchanged) and measure it."""
+def build_case(case: GoldenCase, work: str | os.PathLike[str], trt_module: Any = None) -> Path:
+    """Build (or reuse) ``case``'s engine in ``work / case.name``; returns the engine directory.
+
+    The one way a baseline's engine is built, so other users of the same engine (the test
+    suite shares the default vocoder's FP16 build) get exactly what the baseline describes."""
     work = Path(work)
     kwargs: dict[str, Any] = {"trt_module": trt_module} if trt_module is not None else {}
     built = build_engine(case.source(work), work / case.name, backend=case.backend, precision=case.precision,
                          profiles=list(case.profiles), **kwargs)
-    doc = measure_engine(built.engine_dir)
+    return built.engine_dir
+
+
+def build_and_measure(case: GoldenCase, work: str | os.PathLike[str], trt_module: Any = None) -> dict[str, Any]:
+    """Build ``case`` in ``work`` (reused when unchanged) and measure it."""
+    doc = measure_engine(build_case(case, work, trt_module))
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": case.name, "model": case.model,
             "precision": case.precision, "backend": case.backend, "profiles": list(case.profiles),
             "tolerance": dict(TOLERANCE), **doc}
