@@ -4,12 +4,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from hifitrt.cli import main as cli_main
 from hifitrt.validation.golden import tiny_kantts_checkpoint
 
 PROFILES = ["--profile", "s=dynamic:1-2x8-12-16", "--profile", "l=dynamic:1-2x17-20-24"]
 
 
+@pytest.mark.slow
 def test_build_cli_builds_reports_then_reuses(tmp_path: Path, capsys) -> None:
     source = tiny_kantts_checkpoint(tmp_path / "src")
     out = tmp_path / "engine"

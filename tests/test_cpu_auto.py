@@ -32,6 +32,7 @@ from hifitrt.engines.openvino_engine import OpenVinoBackend, cpu_info  # noqa: E
 PROFILE = ["--profile", "fixed:1x64"]
 
 
+@pytest.mark.slow
 def test_auto_times_both_cpu_backends_builds_the_fastest_and_reuses(tiny_kantts_ckpt: Path, tmp_path: Path,
                                                                    capsys) -> None:
     out = tmp_path / "engine"
@@ -130,6 +131,7 @@ def test_threshold_for_a_build_without_a_bf16_gate_is_refused_in_one_line(tiny_k
     assert not (tmp_path / "e" / "manifest.json").exists()
 
 
+@pytest.mark.slow
 def test_threshold_reaches_the_bf16_plan(tiny_kantts_ckpt: Path, tmp_path: Path) -> None:
     """Through the build: the plan records the adjusted gate (on a CPU without BF16 units it is
     refused before gating). Then the gate acting: a dry-run plan (every part FP32) that meets the

@@ -17,6 +17,8 @@ from hifitrt.errors import HifitrtError
 from hifitrt.runtime import accelerate
 from small_configs import small_kantts_config
 
+pytestmark = pytest.mark.slow  # three engine builds, an FP16 plan among them
+
 PROFILES = [ShapeProfile(1, 1, 2, 4, 64, 160, "p")]
 CONFIG = "hifigan_v1_16k"
 NSF_CONFIG = "hifigan_noncausal_nsf_v1_16k"

@@ -99,6 +99,7 @@ def test_nsf_config_exports_with_parity(tmp_path: Path) -> None:
     assert {"CumSum", "Sin", "Floor"} <= {n.op_type for n in model.graph.node}
 
 
+@pytest.mark.slow
 def test_default_vocoder_long_fp32_parity(default_vocoder, tmp_path: Path) -> None:
     """The trained vocoder at > 1000 frames, batch 1 and 2 (the only long case in the suite)."""
     result = export_onnx(default_vocoder, tmp_path / "d.onnx", lengths=("long",))
@@ -133,6 +134,7 @@ def _plant_tiny_weights(voc: Path) -> None:
     torch.save(state, ckpt)
 
 
+@pytest.mark.slow
 def test_cli_fp16_on_modelscope_dir_with_voice(tmp_path: Path, capsys) -> None:
     """`export --voice --precision fp16` on a ModelScope dir (narrow voices: the CLI path, not
     the width, is under test; full-width FP16 plans are tests/test_precision.py's)."""

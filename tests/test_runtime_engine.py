@@ -162,6 +162,7 @@ def test_nsf_torch_reference_stream_and_batch(tmp_path):
     assert np.abs(batched[1] - engine(short)).max() < 1e-3
 
 
+@pytest.mark.slow
 def test_default_vocoder_batch_and_stream(default_vocoder):
     from hifitrt.export.fixtures import fixture_mels
 

@@ -320,6 +320,7 @@ def test_torch_backend_serves_a_vocoder_source(model_dir, engine):
         assert np.abs(got - to_int16(engine(mel)).astype(np.int32)).max() <= 2
 
 
+@pytest.mark.slow
 def test_sigterm_drains_in_flight_requests_then_exits(engine_dir, engine):
     port = _free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")

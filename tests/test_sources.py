@@ -130,6 +130,7 @@ def _bad_sources(tmp: Path, model_dir: Path) -> dict[str, tuple[Path | str, str 
     return cases
 
 
+@pytest.mark.slow
 def test_every_bad_source_gives_one_line_error(tmp_path: Path, model_dir: Path, capsys) -> None:
     for name, (source, voice, needle) in _bad_sources(tmp_path, model_dir).items():
         with pytest.raises(SourceError) as info:
