@@ -8,13 +8,11 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import wave
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -24,6 +22,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 import modelscope_harness as harness
+from live_server import free_port, serving
 from hifitrt.engines.profiles import ShapeProfile
 from hifitrt.export import kantts_random as synthetic
 from hifitrt.runtime import VocoderEngine
@@ -73,32 +72,6 @@ def _npy(arr, allow_pickle: bool = False) -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=allow_pickle)
     return buf.getvalue()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serving(app):
-    """Run ``app`` on a real uvicorn server on a free loopback port; yield its base URL."""
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def _metric(base: str, name: str, headers=None) -> dict[tuple, float]:
@@ -322,7 +295,7 @@ def test_torch_backend_serves_a_vocoder_source(model_dir, engine):
 
 @pytest.mark.slow
 def test_sigterm_drains_in_flight_requests_then_exits(engine_dir, engine):
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "hifitrt", "serve", str(engine_dir), "--port", str(port), "--max-wait-ms", "3000",

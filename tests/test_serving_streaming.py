@@ -6,41 +6,19 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import socket
 import threading
 import time
-from contextlib import contextmanager
 
 import httpx
 import numpy as np
 import pytest
+from live_server import serving
 
 from hifitrt.serving import ServeOptions, create_app
 from hifitrt.serving.batcher import MicroBatcher
 from hifitrt.serving.config import cpu_cores, lane_for_device, threads_for_device, workers_for_device
 from hifitrt.serving.metrics import ServiceMetrics
 from hifitrt.serving.voices import chunk_plan, split_cost
-
-
-@contextmanager
-def _serving(app):
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def _npy(mel: np.ndarray) -> bytes:
@@ -208,7 +186,7 @@ def test_small_first_window_keeps_streamed_equal_to_whole_byte_for_byte(tiny_fp3
     app = create_app([tiny_fp32_engine], options=ServeOptions(first_chunk_frames=first, split_overhead=1.0))
     voice = next(iter(app.state.voices.values()))
     assert voice.lane_workers >= 1 and voice.max_batch == 1  # a CPU voice: one window per call, a lane
-    with _serving(app) as base, httpx.Client(base_url=base, timeout=60) as client:
+    with serving(app) as base, httpx.Client(base_url=base, timeout=60) as client:
         for frames in (12, 17, 40, 333):
             mel = _mel(channels, frames, frames)
             whole = client.post("/v1/vocode?format=pcm", content=_npy(mel))

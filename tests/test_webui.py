@@ -14,9 +14,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import socket
-import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,6 +24,7 @@ import torch
 import yaml
 
 import modelscope_harness as harness
+from live_server import serving
 from hifitrt.engines.profiles import ShapeProfile
 from hifitrt.export import kantts_random as synthetic
 
@@ -92,32 +90,13 @@ def voice_engine(tmp_path_factory):
     return model_dir, engine_dir, hop
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def _serving(app):
     """``app`` on a real uvicorn server (the service's draining server) on a free loopback port."""
-    import uvicorn
-
     from hifitrt.serving.server import DrainingServer
 
-    port = _free_port()
-    server = DrainingServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"), app)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + WAIT_S
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(WAIT_S)
+    with serving(app, lambda config: DrainingServer(config, app)) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
