@@ -17,6 +17,23 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def _why_rows(backend: dict) -> list[tuple[str, str]]:
+    """Why this backend and precision: `--backend auto`'s measured choice among CPU backends
+    (one row per candidate) and the BF16 plan's verdict, when the build recorded them."""
+    rows = []
+    selection = backend.get("selection")
+    if isinstance(selection, dict) and selection.get("reason"):
+        rows.append(("chosen by", str(selection["reason"])))
+        for row in selection.get("candidates") or ():
+            verdict = "passed parity" if row.get("passed") else "failed parity"
+            rows.append((f"  {row.get('candidate')}",
+                         f"median {row.get('median_s')} s, {row.get('x_real_time')}x real time, "
+                         f"SNR {row.get('snr_db')} dB, {verdict}"))
+    if backend.get("precision_reason"):
+        rows.append(("precision why", str(backend["precision_reason"])))
+    return rows
+
+
 def describe_manifest(manifest: Manifest) -> list[tuple[str, str]]:
     """(label, value) rows summarising a manifest."""
     spec = manifest.spec
@@ -36,13 +53,14 @@ def describe_manifest(manifest: Manifest) -> list[tuple[str, str]]:
          else "any machine (no GPU-specific code)"),
         ("precision", manifest.precision),
         ("engine file", manifest.engine_file),
+        *_why_rows(backend),
         ("created", f"{manifest.created} by hifitrt {manifest.hifitrt_version} in {manifest.build_seconds:.1f} s"),
     ]
     for p in manifest.profiles:
         rows.append((f"profile {p.name}",
                      f"batch {p.batch_min}-{p.batch_opt}-{p.batch_max}, "
                      f"frames {p.frames_min}-{p.frames_opt}-{p.frames_max}"))
-    options = {k: v for k, v in (manifest.options or {}).items() if v not in (None, False)}
+    options = {k: v for k, v in (manifest.options or {}).items() if v not in (None, False, [], ())}
     if options:
         rows.append(("options", ", ".join(f"{k}={v}" for k, v in sorted(options.items()))))
     if manifest.quick_parity:

@@ -66,6 +66,11 @@ def test_auto_times_both_cpu_backends_builds_the_fastest_and_reuses(tiny_kantts_
     assert "reused" in printed and "[2/5]" not in printed
     assert selection["reason"] in printed and "no CUDA GPU" in printed
     assert read_manifest(out).backend["selection"] == selection
+    # `inspect` says why too, with each candidate's measurement.
+    assert cli_main(["inspect", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert selection["reason"] in shown
+    assert all(f"  {name}" in shown and f"median {row['median_s']} s" in shown for name, row in rows.items())
 
 
 def test_default_fp16_keeps_onnx_runtime_and_says_why() -> None:
