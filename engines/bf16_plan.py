@@ -125,6 +125,53 @@ def live_tensors(model: Any, cut: int) -> list[str]:
     return live
 
 
+def nearest_resizes_as_repeats(model: Any) -> int:
+    """Rewrite each integer-scale nearest ``Resize`` of a [B, C, T] tensor as Unsqueeze -> Expand
+    -> Reshape (repeat every sample ``s`` times); returns how many were rewritten.
+
+    Why: OpenVINO 2026.4's CPU plugin compiles such a Resize (KAN-TTS's ``repeat_upsamples``,
+    nn.Upsample nearest) under ``INFERENCE_PRECISION_HINT=bf16`` and then fails at the first
+    inference with "Interpolate node ... bad combination" (seen on the 256-channel noncausal
+    16 kHz nets; an 8-channel toy runs). The repeat is the same function exactly (asymmetric
+    coordinates, floor rounding, integer scale), so the FP32 output is bit-identical, and the
+    BF16 plan can be measured. New nodes keep the Resize's name as prefix, so the stage
+    segments (:func:`graph_segments`) are unchanged.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    constants = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node
+                 if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"}
+    constants.update({i.name: numpy_helper.to_array(i) for i in model.graph.initializer})
+    rewritten, nodes = 0, []
+    for node in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        scales = constants.get(node.input[2]) if node.op_type == "Resize" and len(node.input) == 3 else None
+        if (scales is None or scales.shape != (3,) or list(scales[:2]) != [1, 1] or scales[2] != int(scales[2])
+                or scales[2] < 1 or attrs.get("mode") != b"nearest"
+                or attrs.get("coordinate_transformation_mode") != b"asymmetric"
+                or attrs.get("nearest_mode", b"round_prefer_floor") != b"floor"):
+            nodes.append(node)
+            continue
+        base, repeat = node.name or node.output[0], int(scales[2])
+        axes = helper.make_tensor(f"{base}/repeat_axes", onnx.TensorProto.INT64, [1], [3])
+        expand = helper.make_tensor(f"{base}/repeat_shape", onnx.TensorProto.INT64, [4], [1, 1, 1, repeat])
+        flat = helper.make_tensor(f"{base}/repeat_flat", onnx.TensorProto.INT64, [3], [0, 0, -1])
+        model.graph.initializer.extend([axes, expand, flat])
+        nodes += [
+            helper.make_node("Unsqueeze", [node.input[0], axes.name], [f"{base}/repeat_4d"], name=f"{base}/repeat_unsqueeze"),
+            helper.make_node("Expand", [f"{base}/repeat_4d", expand.name], [f"{base}/repeat_expanded"],
+                             name=f"{base}/repeat_expand"),
+            helper.make_node("Reshape", [f"{base}/repeat_expanded", flat.name], [node.output[0]], name=f"{base}/repeat_reshape"),
+        ]
+        rewritten += 1
+    if rewritten:
+        used = {name for n in nodes for name in n.input} | {o.name for o in model.graph.output}
+        del model.graph.node[:]
+        model.graph.node.extend(n for n in nodes if n.op_type != "Constant" or n.output[0] in used)
+    return rewritten
+
+
 def split_parts(onnx_path: str | os.PathLike[str], segments: Sequence[Segment], hints: Mapping[str, str],
                 out_dir: str | os.PathLike[str]) -> list[PartSource]:
     """ONNX files for the chain: consecutive segments with the same hint merged into one part."""
@@ -342,11 +389,32 @@ def plan_bf16(
         plan.seconds = round(time.perf_counter() - started, 3)
         return plan
 
+    say = progress or (lambda line: _LOG.info("%s", line))
+    try:
+        _search_and_gate(plan, fp32_onnx, Path(work_dir), spec, calibration, gate_inputs, reference, limits,
+                         threads, low_precision, say)
+    except RuntimeError as exc:  # OpenVINO's own failures (compile or inference of a part)
+        plan.passed = False
+        plan.reason = (f"BF16 refused: OpenVINO could not run the BF16 plan ({' '.join(str(exc).split())[-300:]}); "
+                       "the engine is FP32")
+        say(plan.reason)
+    plan.seconds = round(time.perf_counter() - started, 3)
+    return plan
+
+
+def _search_and_gate(plan: Bf16Plan, fp32_onnx: str | os.PathLike[str], work_dir: Path, spec: VocoderSpec,
+                     calibration: Sequence[np.ndarray], gate_inputs: Mapping[str, np.ndarray],
+                     reference: Callable[[np.ndarray], np.ndarray], limits: Mapping[str, float | None],
+                     threads: int | None, low_precision: str, say: Progress) -> None:
+    """The island search and the gate of :func:`plan_bf16`, filling ``plan`` in place."""
     import onnx
 
-    say = progress or (lambda line: _LOG.info("%s", line))
-    work = Path(work_dir) / PARTS_DIR
+    work = work_dir / PARTS_DIR
     model = onnx.load(os.fspath(fp32_onnx), load_external_data=False)
+    if nearest_resizes_as_repeats(model):  # see its docstring: an OpenVINO BF16 limitation
+        work.mkdir(parents=True, exist_ok=True)
+        fp32_onnx = work / "openvino_input.onnx"
+        onnx.save(model, os.fspath(fp32_onnx))
     segments = graph_segments(model)
     plan.segments = [asdict(s) for s in segments]
     mels = [np.ascontiguousarray(m, dtype=np.float32) for m in calibration]
@@ -395,9 +463,7 @@ def plan_bf16(
         plan.reason = (f"BF16 passed its gate on {len(gate_inputs)} fixtures with FP32 islands {islands}: "
                        f"worst PESQ {_fmt(worst['pesq'])}, log-mel L1 {_fmt(worst['log_mel_l1'])}, "
                        f"SNR {_fmt(worst['snr_db'])} dB; {plan.timing['speedup_vs_openvino_fp32']}x OpenVINO FP32")
-    plan.seconds = round(time.perf_counter() - started, 3)
     say(plan.reason)
-    return plan
 
 
 def _fmt(value: Any) -> str:

@@ -78,6 +78,19 @@ def save_kantts_checkpoint(module: torch.nn.Module, config_yaml: Path, stage_dir
     return path
 
 
+def random_kantts_checkpoint(config_name: str, stage_dir: Path, seed: int = 3, scale: float = 0.5) -> Path:
+    """A KAN-TTS checkpoint of the shipped config ``config_name`` (e.g. ``hifigan_v1_24k``) with
+    random weights, written to ``stage_dir``; ``scale`` on the weight-norm magnitudes (0.5 gives
+    speech-level output). The parity-table scripts measure every config on these."""
+    cfg = kantts_configs_dir() / f"{config_name}.yaml"
+    if not cfg.is_file():
+        known = ", ".join(sorted(p.stem for p in kantts_configs_dir().glob("*.yaml")))
+        raise ValueError(f"no KAN-TTS config {config_name!r} (known: {known})")
+    module = random_weight_norm_generator(generator_params(cfg), seed=seed, scale=scale)
+    save_kantts_checkpoint(module, cfg, stage_dir)
+    return stage_dir
+
+
 def make_modelscope_model_dir(root: Path, voices: Iterable[tuple[str, Path, int]],
                               form: str = "legacy", scale: float = 1.0) -> Path:
     """A ModelScope Sambert-HifiGan model directory with one random vocoder per voice.

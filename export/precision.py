@@ -47,6 +47,7 @@ from ..errors import ExportError
 from ..jsonfile import write_json
 from .load import Vocoder
 from .mel import mel_config_for
+from .mel_config import MelConfig
 from .ort import CPU, make_session
 from .parity import FP16_MAX_LOG_MEL_L1, FP16_PLAN_SNR_DB, log_mel_l1, snr_db
 from .reference import TorchRunner
@@ -301,7 +302,7 @@ class _Measured:
         return max(self.log_mel_l1s)
 
 
-def _measure(model: Any, mels: Sequence[np.ndarray], refs: Sequence[np.ndarray], cfg: Any) -> _Measured:
+def _measure(model: Any, mels: Sequence[np.ndarray], refs: Sequence[np.ndarray], cfg: MelConfig) -> _Measured:
     outs = _run(model, mels)
     return _Measured(outs, _snr(refs, outs), [log_mel_l1(r, o, cfg) for r, o in zip(refs, outs)])
 

@@ -26,17 +26,12 @@ import numpy as np
 
 
 def vocoder_for(name: str, tmp: Path, scale: float) -> Any:
+    from hifitrt.export.kantts_random import random_kantts_checkpoint
     from hifitrt.export.load import load_vocoder
-    from hifitrt.export.kantts_random import (
-        generator_params, kantts_configs_dir, random_weight_norm_generator, save_kantts_checkpoint,
-    )
 
     if name == "default":
         return load_vocoder("default")
-    cfg = kantts_configs_dir() / f"{name}.yaml"
-    module = random_weight_norm_generator(generator_params(cfg), seed=3, scale=scale)
-    save_kantts_checkpoint(module, cfg, tmp / name / "voc")
-    return load_vocoder(tmp / name / "voc")
+    return load_vocoder(random_kantts_checkpoint(name, tmp / name / "voc", seed=3, scale=scale))
 
 
 def measure(name: str, tmp: Path, scale: float) -> Dict[str, Any]:

@@ -40,7 +40,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -48,6 +48,9 @@ from ..errors import HifitrtError
 from .batcher import MicroBatcher
 from .config import ServeOptions, batch_for_device, lane_for_device, workers_for_device
 from .metrics import ServiceMetrics
+
+if TYPE_CHECKING:  # the runtime imports torch; serving loads it only when a voice is opened
+    from ..runtime import VocoderEngine
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +87,7 @@ class VoiceSpec:
 
 
 def load_voice_engine(spec: VoiceSpec, backend: str | None = None, workers: int = 1,
-                      threads: int | None = None) -> tuple[Any, VoiceInfo]:
+                      threads: int | None = None) -> tuple[VocoderEngine, VoiceInfo]:
     """(engine, info) for an engine directory, or with ``backend='torch'`` any vocoder source.
 
     ``workers``: engine calls in flight for this voice. A TensorRT engine gets exactly that many
@@ -155,7 +158,7 @@ def expects_accelerator(spec: VoiceSpec, backend: str | None) -> bool:
     return any((p if isinstance(p, str) else p[0]) != "CPUExecutionProvider" for p in providers)
 
 
-def on_accelerator(engine: Any, info: VoiceInfo) -> bool:
+def on_accelerator(engine: VocoderEngine, info: VoiceInfo) -> bool:
     """Whether the engine runs on a GPU (TensorRT, PyTorch on CUDA, ONNX Runtime's CUDA providers)."""
     if info.backend == "tensorrt" or "cuda" in info.backend:
         return True
@@ -193,7 +196,7 @@ def chunk_plan(frames: int, first_chunk_frames: int, whole: bool = False,
 class Voice:
     """One configured voice of the service."""
 
-    def __init__(self, engine: Any, info: VoiceInfo, options: ServeOptions, metrics: ServiceMetrics) -> None:
+    def __init__(self, engine: VocoderEngine, info: VoiceInfo, options: ServeOptions, metrics: ServiceMetrics) -> None:
         self.engine = engine
         self.info = info
         self.options = options

@@ -229,3 +229,58 @@ def test_default_vocoder_bf16_plan_passes_check(default_vocoder, tmp_path: Path)
     assert result.manifest.precision == "bf16", result.manifest.backend["precision_reason"]
     check = check_engine(tmp_path / "engine", vocoder=default_vocoder, write=False)
     assert check.passed, check.failure_lines()
+
+
+@pytest.fixture(scope="module")
+def noncausal_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 32-channel noncausal 16 kHz KAN-TTS net (its repeat_upsamples are nearest Resizes)."""
+    from hifitrt.export.load import load_vocoder
+    from hifitrt.export.onnx_export import export_onnx
+    from small_configs import small_kantts_checkpoint
+
+    root = tmp_path_factory.mktemp("noncausal")
+    vocoder = load_vocoder(small_kantts_checkpoint(root, "hifigan_noncausal_v1_16k", channels=32))
+    return export_onnx(vocoder, root / "model.onnx", verify=False).path
+
+
+def test_nearest_resizes_become_exact_repeats(noncausal_onnx: Path, tmp_path: Path) -> None:
+    """The rewrite that lets OpenVINO run these nets in BF16 changes no output bit (FP32)."""
+    import onnx
+
+    from hifitrt.engines.bf16_plan import graph_segments, nearest_resizes_as_repeats
+    from hifitrt.export.ort import CPU, make_session
+
+    model = onnx.load(str(noncausal_onnx))
+    before = [s.name for s in graph_segments(model)]
+    assert nearest_resizes_as_repeats(model) == 4  # one per upsampling stage
+    assert not [n for n in model.graph.node if n.op_type == "Resize"]
+    onnx.checker.check_model(model, full_check=True)
+    assert [s.name for s in graph_segments(model)] == before
+    rewritten = tmp_path / "rewritten.onnx"
+    onnx.save(model, str(rewritten))
+    mel = np.random.default_rng(1).normal(-5, 2, (2, 80, 37)).astype(np.float32)
+    want = make_session(str(noncausal_onnx), providers=[CPU]).run(["wav"], {"mel": mel})[0]
+    got = make_session(str(rewritten), providers=[CPU]).run(["wav"], {"mel": mel})[0]
+    np.testing.assert_array_equal(got, want)
+    assert nearest_resizes_as_repeats(model) == 0  # nothing left to rewrite
+
+
+@pytest.mark.skipif(bool(NO_BF16), reason=NO_BF16 or "")
+def test_bf16_plan_runs_a_net_with_nearest_upsampling(noncausal_onnx: Path, tmp_path: Path) -> None:
+    """OpenVINO 2026.4 fails such nets' first BF16 inference ("Interpolate ... bad combination")
+    unless the Resizes are rewritten; the plan must measure them, not crash."""
+    from hifitrt.engines.bf16_plan import plan_bf16
+    from hifitrt.export.load import load_vocoder
+    from hifitrt.export.reference import TorchRunner
+    from hifitrt.export.speech_inputs import calibration_mels, fixture_inputs
+    from small_configs import small_kantts_checkpoint
+
+    vocoder = load_vocoder(small_kantts_checkpoint(tmp_path, "hifigan_noncausal_v1_16k", channels=32))
+    mels, note = calibration_mels(vocoder.spec, max_items=2, max_frames=120)
+    fixtures = dict(list(fixture_inputs(vocoder.spec).items())[:2])
+    plan = plan_bf16(noncausal_onnx, tmp_path, vocoder.spec, mels, fixtures, TorchRunner(vocoder.module, cache=True),
+                     calibration_note=note)
+    assert plan.candidates[0]["result"] == "start: all BF16" and plan.candidates[0]["nonfinite"] == 0
+    assert plan.gate["per_fixture"], plan.reason
+    bf16_convs = sum(p.get("Convolution", {}).get("bf16", 0) for p in plan.runtime_precisions.values())
+    assert bf16_convs > 0, plan.runtime_precisions

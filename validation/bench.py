@@ -245,13 +245,13 @@ def stats(times: Sequence[float]) -> dict[str, Any]:
             "min": float(arr.min()), "max": float(arr.max()), "n": int(arr.size)}
 
 
-def _first_chunk(engine: Any, mel: np.ndarray, chunk_frames: int) -> None:
+def _first_chunk(engine: VocoderEngine, mel: np.ndarray, chunk_frames: int) -> None:
     stream = engine.stream(mel, chunk_frames=chunk_frames)
     next(stream)
     stream.close()
 
 
-def _drain(engine: Any, mel: np.ndarray, chunk_frames: int) -> None:
+def _drain(engine: VocoderEngine, mel: np.ndarray, chunk_frames: int) -> None:
     for _ in engine.stream(mel, chunk_frames=chunk_frames):
         pass
 

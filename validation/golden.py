@@ -45,6 +45,7 @@ from ..engines.manifest import Manifest
 from ..export.kantts_random import (generator_params, kantts_configs_dir, random_weight_norm_generator,
                                     save_kantts_checkpoint)
 from ..export.mel import mel_config_for, mel_magnitude
+from ..export.mel_config import MelConfig
 from .check import check_engine
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def op_histogram(onnx_path: str | os.PathLike[str]) -> dict[str, int]:
     return dict(sorted(collections.Counter(n.op_type for n in model.graph.node).items()))
 
 
-def fingerprint(wav: np.ndarray, mel_cfg: Any) -> list[list[float]]:
+def fingerprint(wav: np.ndarray, mel_cfg: MelConfig) -> list[list[float]]:
     """Coarse log-mel energy blocks [bands][segments], rounded to 0.01 nats (see module doc)."""
 
     w = np.where(np.isfinite(wav), wav, 0.0).astype(np.float32)

@@ -280,7 +280,7 @@ def _compare_item(
     ref: np.ndarray,
     cand: np.ndarray,
     sample_rate: int,
-    mel_cfg: Any,
+    mel_cfg: MelConfig,
     with_pesq: bool,
     context: dict[str, Any],
 ) -> AudioMetrics:
@@ -339,7 +339,7 @@ def compare_audio(
     candidate: Any,
     sample_rate: int,
     *,
-    mel_cfg: Any = None,
+    mel_cfg: MelConfig | None = None,
     hop: int | None = None,
     n_mels: int = 80,
     with_pesq: bool = True,

@@ -23,6 +23,7 @@ import numpy as np
 from ..atomic import write_bytes
 from ..jsonfile import write_json
 from ..engines import layout
+from ..export.mel_config import MelConfig
 from .cases import CaseCollector, CaseResult, CaseWaveforms, ReportPaths, worst_case_index
 from .html_report import render_html
 from .metrics import (
@@ -61,7 +62,7 @@ def measure_case(
     profile: str,
     input_name: str,
     frames: int,
-    mel_cfg: Any = None,
+    mel_cfg: MelConfig | None = None,
     keep_waveforms: bool = True,
     with_pesq: bool = True,
 ) -> CaseResult:
