@@ -12,19 +12,18 @@ built or refused. Needs a CPU with BF16 units (AVX512-BF16 or AMX); exits 2 with
 """
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 from _bootstrap import ensure_hifitrt
 
 ensure_hifitrt()
+
+from _model_table import parse_model_table_args  # noqa: E402
 
 
 def measure(name: str, tmp: Path, scale: float) -> dict[str, Any]:
@@ -52,16 +51,8 @@ def measure(name: str, tmp: Path, scale: float) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     from hifitrt.engines.openvino_engine import cpu_info
-    from hifitrt.export.kantts_random import kantts_configs_dir
 
-    stems = sorted(p.stem for p in kantts_configs_dir().glob("*.yaml"))
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", default=["default"] + stems)
-    parser.add_argument("--scale", type=float, default=0.5)
-    parser.add_argument("--json", type=Path, help="write all numbers here")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    warnings.filterwarnings("ignore", category=UserWarning)
+    args = parse_model_table_args(__doc__.splitlines()[0], argv)
     cpu = cpu_info()
     if not cpu.has_bf16:
         print(f"this CPU ({cpu.model}) has no BF16 units: a BF16 plan cannot be measured here", file=sys.stderr)

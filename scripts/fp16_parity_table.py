@@ -12,17 +12,15 @@ details as JSON (``--json``); exits 1 if any model misses a target.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Dict
 
 import numpy as np
+from _model_table import parse_model_table_args
 
 
 def vocoder_for(name: str, tmp: Path, scale: float) -> Any:
@@ -75,16 +73,7 @@ def measure(name: str, tmp: Path, scale: float) -> Dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hifitrt.export.kantts_random import kantts_configs_dir
-
-    stems = sorted(p.stem for p in kantts_configs_dir().glob("*.yaml"))
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", default=["default"] + stems)
-    parser.add_argument("--scale", type=float, default=0.5)
-    parser.add_argument("--json", type=Path, help="write all numbers here")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    warnings.filterwarnings("ignore", category=UserWarning)
+    args = parse_model_table_args(__doc__.splitlines()[0], argv)
     rows = []
     print(f"{'model':38} {'fp32 err':>8} {'plain':>7} {'plan':>7} {'worst':>7} {'logmelL1':>9} {'rms':>6} "
           f"{'sec':>5}  FP32 islands", flush=True)

@@ -165,6 +165,10 @@ def test_check_report_onto_an_existing_file_fails_before_sweeping(engine, tmp_pa
                     reason="needs root to run the CLI as an unprivileged user (root ignores permissions)")
 def test_read_only_destinations_are_one_line(tiny, engine) -> None:
     """As user 'nobody': vocode into a read-only folder, build into a read-only engine dir."""
+    closed = next((d for d in BIN.parents if d != d.parent and not os.stat(d).st_mode & 0o001), None)
+    if closed is not None:
+        pytest.skip(f"user 'nobody' cannot reach {BIN}: {closed} is not world-searchable (a checkout "
+                    "under a private folder such as mktemp -d's); run from a world-readable path")
     shared = Path(tempfile.mkdtemp(prefix="hifitrt-ro-", dir="/tmp"))
     try:
         os.chmod(shared, 0o755)

@@ -363,7 +363,10 @@ def test_full_queue_rejects_at_once(server, engine):
     import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
 
-    mel = _mel(engine.in_channels, 3000, 3)
+    # Long enough (chunked through the 64-frame profile) that running it takes far longer than
+    # a rejection on any CPU: ~0.25 s on a fast 2-core AVX-512 machine, where 3000 frames took
+    # 35 ms and a rejection in the same burst up to 45 ms.
+    mel = _mel(engine.in_channels, 20000, 3)
     outcomes: list[tuple[str, float, str]] = []
     # Every client connects first, then all send together: each latency is measured from its
     # own send, so a slow thread start cannot make a rejection look late (or a fast machine
