@@ -34,6 +34,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -41,6 +42,7 @@ import numpy as np
 
 from ..errors import EngineError
 from ..export.parity import FP32_MAX_ABS_ERROR, snr_db
+from ..timing import interleaved_times
 from . import layout
 from .backends import Backend, BackendBuild, BuildOptions, BuildRequest, backend_for
 from .machine import Machine
@@ -206,12 +208,7 @@ def measure_candidates(
     # kernels on first use), the timing mel first; then the interleaved timing rounds.
     outputs = {cand: [np.asarray(infer(m), dtype=np.float32).reshape(ref.shape) for m, ref in zip(mels, refs)]
                for cand, infer in runners.items()}
-    times: dict[Candidate, list[float]] = {cand: [] for cand in runners}
-    for _ in range(rounds):
-        for cand, infer in runners.items():
-            t0 = time.perf_counter()
-            infer(timing_mel)
-            times[cand].append(time.perf_counter() - t0)
+    times = interleaved_times({cand: partial(infer, timing_mel) for cand, infer in runners.items()}, rounds)
 
     for cand in runners:
         outs = outputs[cand]

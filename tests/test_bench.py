@@ -46,6 +46,7 @@ def _numbers(value):
         yield value
 
 
+@pytest.mark.slow
 def test_bench_fills_every_section_and_round_trips(tiny_engine: Path, tmp_path: Path) -> None:
     result = bench_engine(tiny_engine, max_batch=2, repeats=1, warmup=0, threads=1, max_frames=250)
 
@@ -90,3 +91,25 @@ def test_bench_cli_rejects_a_directory_without_manifest(tmp_path: Path, capsys) 
     assert main(["bench", str(tmp_path), "--max-batch", "1", "--repeats", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "not an engine directory" in err and "\n" not in err
+
+
+@pytest.mark.slow
+def test_cpu_runtime_comparison_times_every_runtime_in_interleaved_rounds(tiny_engine: Path) -> None:
+    """``bench --cpu-runtimes``: every runtime gets rounds x runs timings, its parity against
+    PyTorch and a first-audio time; the table names each runtime (no timing asserts)."""
+    from hifitrt.engines.openvino_engine import cpu_info
+    from hifitrt.validation.cpu_bench import compare_cpu_runtimes
+
+    rounds: list[str] = []
+    result = compare_cpu_runtimes(tiny_engine, threads=1, rounds=2, runs=2, frames=64, chunk_frames=16,
+                                  progress=rounds.append)
+    assert rounds == ["round 1/2", "round 2/2"]
+    names = [r["runtime"] for r in result.rows]
+    assert names[:3] == ["PyTorch FP32 eager", "ONNX Runtime FP32", "OpenVINO FP32"]
+    assert (len(names) == 4) == cpu_info().has_bf16  # plain BF16 only where the CPU has BF16 units
+    for row in result.rows:
+        assert 0 < row["min_s"] <= row["median_s"] and row["first_audio_s"] > 0, row
+        if row["runtime"].endswith("FP32") or row["runtime"].endswith("eager"):
+            assert row["runtime"].startswith("PyTorch") or row["snr_db"] > 60, row  # FP32 runtimes agree
+    table = result.table()
+    assert all(name in table for name in names) and "2 interleaved rounds x 2 runs" in table

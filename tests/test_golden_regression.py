@@ -39,7 +39,7 @@ def _measure(name: str, work: Path, cases=ORT_CASES, **kw) -> dict:
 def _params():
     out = []
     for name in ORT_CASES:
-        marks = [pytest.mark.slow] if name.startswith("default-") else []
+        marks = [pytest.mark.slow] if name.startswith("default-") or "fp16" in name else []
         out.append(pytest.param(name, marks=marks, id=name))
     return out
 

@@ -289,6 +289,7 @@ def test_vocode_without_engine_validates_like_vocoder_engine(tiny, tmp_path, cap
         assert not out.exists(), name
 
 
+@pytest.mark.slow
 def test_vocode_without_engine_is_chunked_and_exact(tiny, tmp_path, capsys) -> None:
     vocoder = load_vocoder(tiny)
     mel = _speech_mel(2100)  # longer than the CPU profiles' 2048 frames: two chunks

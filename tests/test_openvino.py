@@ -189,6 +189,7 @@ def test_precision_auto_without_bf16_units_builds_fp32_and_says_why(kantts_ckpt:
     assert "bf16_plan.json" in manifest.artifacts
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(bool(NO_BF16), reason=NO_BF16 or "")
 def test_bf16_engine_from_kantts_passes_its_gate(kantts_ckpt: Path, tmp_path: Path) -> None:
     from hifitrt.validation.check import check_engine
@@ -265,6 +266,7 @@ def test_nearest_resizes_become_exact_repeats(noncausal_onnx: Path, tmp_path: Pa
     assert nearest_resizes_as_repeats(model) == 0  # nothing left to rewrite
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(bool(NO_BF16), reason=NO_BF16 or "")
 def test_bf16_plan_runs_a_net_with_nearest_upsampling(noncausal_onnx: Path, tmp_path: Path) -> None:
     """OpenVINO 2026.4 fails such nets' first BF16 inference ("Interpolate ... bad combination")

@@ -60,6 +60,7 @@ from ..export.load import load_vocoder
 from ..export.speech_inputs import fixture_inputs
 from ..export.spec import VocoderSpec
 from ..runtime.engine import VocoderEngine
+from ..timing import time_calls
 
 log = logging.getLogger(__name__)
 
@@ -226,17 +227,6 @@ def throughput_batch(inputs: BenchInputs, batch: int, frames: int = THROUGHPUT_F
 
 # ------------------------------------------------------------------------------------ timing
 
-def _timed(fn: Callable[[], Any], repeats: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def stats(times: Sequence[float]) -> dict[str, Any]:
     """p50/p95/p99 (linear interpolation), mean, min, max, n."""
     arr = np.asarray(times, dtype=np.float64)
@@ -245,7 +235,8 @@ def stats(times: Sequence[float]) -> dict[str, Any]:
             "min": float(arr.min()), "max": float(arr.max()), "n": int(arr.size)}
 
 
-def _first_chunk(engine: VocoderEngine, mel: np.ndarray, chunk_frames: int) -> None:
+def first_stream_chunk(engine: VocoderEngine, mel: np.ndarray, chunk_frames: int) -> None:
+    """Start streaming ``mel`` and stop at its first chunk (what time to first audio times)."""
     stream = engine.stream(mel, chunk_frames=chunk_frames)
     next(stream)
     stream.close()
@@ -385,7 +376,7 @@ def bench_engine(engine_dir: str | os.PathLike[str], *, max_batch: int = 4, repe
             row: dict[str, Any] = {"utterance": name, "frames": int(mel.shape[1]),
                                    "audio_s": mel.shape[1] * inputs.audio_per_frame}
             for side, eng in sides:
-                row[side] = stats(_timed(lambda: eng(mel), repeats, warmup))
+                row[side] = stats(time_calls(lambda: eng(mel), repeats, warmup))
             row["speedup"] = _ratio(row["torch"]["p50"], row["engine"]["p50"])
             latency.append(row)
             say(f"  {name}: engine p50 {row['engine']['p50']:.3f} s, torch p50 {row['torch']['p50']:.3f} s")
@@ -405,7 +396,7 @@ def bench_engine(engine_dir: str | os.PathLike[str], *, max_batch: int = 4, repe
             x = throughput_batch(inputs, b)
             row = {"batch": b, "frames": int(x.shape[2]), "audio_s": b * x.shape[2] * inputs.audio_per_frame}
             for side, eng in sides:
-                t = stats(_timed(lambda: eng(x), t_repeats, warmup))
+                t = stats(time_calls(lambda: eng(x), t_repeats, warmup))
                 row[f"{side}_s"] = t["p50"]
                 row[f"{side}_audio_s_per_s"] = _ratio(row["audio_s"], t["p50"])
             row["speedup"] = _ratio(row["torch_s"], row["engine_s"])
@@ -414,9 +405,9 @@ def bench_engine(engine_dir: str | os.PathLike[str], *, max_batch: int = 4, repe
 
         long_name, long_mel = list(inputs.latency.items())[-1]
         say(f"streaming {long_name} in {chunk_frames}-frame chunks")
-        first = {side: stats(_timed(lambda: _first_chunk(eng, long_mel, chunk_frames), repeats, warmup))
+        first = {side: stats(time_calls(lambda: first_stream_chunk(eng, long_mel, chunk_frames), repeats, warmup))
                  for side, eng in sides}
-        total = stats(_timed(lambda: _drain(engine, long_mel, chunk_frames), 1, 0))
+        total = stats(time_calls(lambda: _drain(engine, long_mel, chunk_frames), 1, 0))
         whole_torch = latency[-1]["torch"]["p50"]
         streaming = {
             "utterance": long_name, "frames": int(long_mel.shape[1]), "audio_s": latency[-1]["audio_s"],

@@ -18,13 +18,15 @@ import logging
 import os
 import statistics
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from ..timing import interleaved_times, time_calls
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ class CpuComparison:
             f"{s['threads']} intra-op threads each, {s['frames']}-frame real-speech mel ({s['audio_s']:.2f} s audio), "
             f"{s['rounds']} interleaved rounds x {s['runs']} runs; first audio: {s['chunk_frames']}-frame stream chunk",
             "",
-            f"| runtime | min / median s | x real time (min) | vs PyTorch FP32 eager (min / median) | SNR dB | log-mel L1 | first audio s |",
+            "| runtime | min / median s | x real time (min) | vs PyTorch FP32 eager (min / median) | SNR dB | log-mel L1 | first audio s |",
             "|---|---|---|---|---|---|---|",
         ]
         for r in self.rows:
@@ -90,6 +92,7 @@ def compare_cpu_runtimes(engine_dir: str | os.PathLike[str], *, threads: int | N
     from ..runtime.engine import VocoderEngine
     from ..runtime.openvino_runner import OpenVinoRunner
     from ..runtime.runners import OnnxRuntimeRunner
+    from .bench import first_stream_chunk
     from .check import load_source_for
     from .metrics import compare_audio
 
@@ -129,14 +132,8 @@ def compare_cpu_runtimes(engine_dir: str | os.PathLike[str], *, threads: int | N
             for runner in runners.values():
                 runner.hop = int(spec.hop)
                 runner.infer(x)  # warm-up (dynamic shapes compile kernels on first use)
-            times: dict[str, list[float]] = {name: [] for name in runners}
-            for r in range(rounds):
-                say(f"round {r + 1}/{rounds}")
-                for name, runner in runners.items():
-                    for _ in range(runs):
-                        started = time.perf_counter()
-                        runner.infer(x)
-                        times[name].append(time.perf_counter() - started)
+            times = interleaved_times({name: partial(runner.infer, x) for name, runner in runners.items()}, rounds,
+                                      runs, on_round=lambda r: say(f"round {r}/{rounds}"))
             reference = runners["PyTorch FP32 eager"].infer(x)
             torch_min, torch_median = min(times["PyTorch FP32 eager"]), statistics.median(times["PyTorch FP32 eager"])
             rows = []
@@ -144,13 +141,7 @@ def compare_cpu_runtimes(engine_dir: str | os.PathLike[str], *, threads: int | N
                 out = runner.infer(x, measure=True)
                 parity = compare_audio(reference, out, spec.sample_rate, with_pesq=False, mel_cfg=mel_config_for(spec))
                 engine = VocoderEngine(runner, spec)
-                first = []
-                for _ in range(runs):
-                    started = time.perf_counter()
-                    stream = engine.stream(mel, chunk_frames=chunk_frames)
-                    next(stream)
-                    first.append(time.perf_counter() - started)
-                    stream.close()
+                first = time_calls(partial(first_stream_chunk, engine, mel, chunk_frames), runs)
                 best, median = min(times[name]), statistics.median(times[name])
                 rows.append({"runtime": name, "min_s": best, "median_s": median, "x_real_time": audio_s / best,
                              "vs_torch_min": torch_min / best, "vs_torch_median": torch_median / median,
