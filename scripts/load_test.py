@@ -11,8 +11,9 @@ p50/p95/p99 latency and time to first audio (``serve`` streamed; the naive servi
 stream, so its first audio is its whole answer); for the burst, its first audio and p99; the
 mean batch size (mel windows per engine call, from ``/metrics``); and throughput against the
 bare engine (serial ``VocoderEngine`` calls with the engine's default threads in this
-process, measured in the same run; also shown: the engine as one single-threaded call per
-core, the way ``serve`` runs a CPU engine by default).
+process, measured before and after the cells, their mean; the drift between the two is
+printed; also shown: the engine as one single-threaded call per core, the way ``serve`` runs
+a CPU engine by default).
 
 The naive baseline is what a sync Flask app does: ``http.server.HTTPServer`` (one request at
 a time), ``engine(mel)`` per request with the engine's default threads, whole WAV answer.
@@ -290,6 +291,18 @@ def measure_bare(engine, mels: list[np.ndarray], parallel: int = 1) -> dict:
             "audio_s_per_s": audio / seconds, "mean_ms": 1000 * float(np.mean(times)), "parallel": parallel}
 
 
+def bracketed(before: dict, after: dict) -> dict:
+    """The bare engine measured before and after the cells, as one baseline (their mean).
+
+    Why both: a shared or throttled CPU's speed drifts by 10-40 % within minutes (measured on
+    this project's machine), so a baseline taken only at the start can make a service look
+    faster or slower than it is; the drift is reported beside the figures.
+    """
+    mean = {key: (before[key] + after[key]) / 2 for key in ("seconds", "req_per_s", "audio_s_per_s", "mean_ms")}
+    return {**before, **mean, "before_req_per_s": before["req_per_s"], "after_req_per_s": after["req_per_s"],
+            "drift": after["req_per_s"] / before["req_per_s"] - 1}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("target", help="engine directory (with --backend torch: a vocoder source, e.g. default)")
@@ -321,10 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(mels)} distinct real-speech requests, {min(m.shape[1] for m in mels)}-"
           f"{max(m.shape[1] for m in mels)} frames ({sum(a for _, a in bodies):.1f} s of audio); levels {levels}; "
           f"per cell one burst of c requests then {args.requests} in steady state", flush=True)
-    bare = measure_bare(engine, mels)
-    del engine
-    print(f"bare engine (default threads, one call at a time): {bare['req_per_s']:.2f} req/s, "
-          f"{bare['audio_s_per_s']:.2f} audio s/s, {bare['mean_ms']:.0f} ms/request", flush=True)
+    bare_before = measure_bare(engine, mels)
+    print(f"bare engine (default threads, one call at a time): {bare_before['req_per_s']:.2f} req/s, "
+          f"{bare_before['audio_s_per_s']:.2f} audio s/s, {bare_before['mean_ms']:.0f} ms/request", flush=True)
     bare_split = None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if args.backend != "torch" and cores > 1:
@@ -371,6 +383,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(_line(cell.row()), flush=True)
     finally:
         stop(serve)
+    bare_after = measure_bare(engine, mels)
+    del engine
+    bare = bracketed(bare_before, bare_after)
+    print(f"bare engine again, after the cells: {bare_after['req_per_s']:.2f} req/s (the ratios use the mean of "
+          f"both, {bare['req_per_s']:.2f} req/s; the machine drifted {bare['drift']:+.0%})", flush=True)
 
     report = summarize(cells, bare, bare_split, args.label, " ".join(args.serve_arg))
     print(report)
@@ -395,7 +412,8 @@ def _today() -> str:
 def summarize(cells: list[Cell], bare: dict, bare_split: dict | None, label: str, serve_args: str) -> str:
     rows = [c.row() for c in cells]
     lines = [f"Load test ({label}, {_today()}, {platform.machine()} {os.cpu_count()} cores; "
-             f"serve {serve_args or 'with its defaults'}; bare engine {bare['req_per_s']:.2f} req/s, "
+             f"serve {serve_args or 'with its defaults'}; bare engine {bare['req_per_s']:.2f} req/s "
+             f"(mean of {bare['before_req_per_s']:.2f} before and {bare['after_req_per_s']:.2f} after the cells), "
              f"{bare['audio_s_per_s']:.2f} audio s/s, {bare['mean_ms']:.0f} ms/request"
              + (f"; as {bare_split['parallel']} single-threaded calls at a time {bare_split['req_per_s']:.2f} req/s"
                 if bare_split else "") + ")", "",
