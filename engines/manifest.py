@@ -25,7 +25,7 @@ from . import layout
 from .backends import backend_for, backend_names
 from ..export.spec import VocoderSpec
 from .machine import DeviceInfo, Machine, current_machine
-from .profiles import ShapeProfile, profiles_to_list
+from .profiles import ShapeProfile, default_profiles, profiles_to_list
 from .tensorrt_common import device_index
 
 SCHEMA = "hifitrt.engine-manifest"
@@ -147,14 +147,34 @@ class Manifest:
         return DeviceInfo.from_dict(self.device)
 
     def rebuild_command(self, engine_dir: str | os.PathLike[str]) -> str:
-        """The CLI line that rebuilds this engine in place (for error messages)."""
+        """The CLI line that rebuilds this engine in place (for error messages).
+
+        It repeats what the build was asked (``build_inputs``), not what it produced: an engine
+        built with ``--backend auto`` is rebuilt with ``auto``, which chooses again on the
+        machine the message is read on (the backend it chose may be missing there), and the
+        requested precision (``auto`` may have become fp32 or bf16). Profiles are named when
+        they are not the backend's defaults, so the rebuilt engine takes the same shapes.
+        """
+        asked = self.build_inputs or {}
         location = str(self.source.get("location") or "SOURCE")
         parts = ["tts-build-engine", "build", shlex.quote(location)]
         if self.source.get("voice"):
             parts += ["--voice", shlex.quote(str(self.source["voice"]))]
-        parts += ["--out", shlex.quote(str(engine_dir)), "--backend", self.backend_name,
-                  "--precision", self.precision, "--force"]
-        return " ".join(parts)
+        parts += ["--out", shlex.quote(str(engine_dir)), "--backend", str(asked.get("backend") or self.backend_name),
+                  "--precision", str(asked.get("precision") or self.precision)]
+        if not self._default_profiles():
+            for profile in self.profiles:
+                parts += ["--profile", shlex.quote(profile.to_text())]
+        return " ".join(parts + ["--force"])
+
+    def _default_profiles(self) -> bool:
+        """Whether the profiles are a build's defaults (the GPU or the CPU set) for this vocoder."""
+        try:
+            min_frames = self.spec.min_frames
+        except Exception:  # noqa: BLE001 - a damaged spec: the rebuild line names the profiles
+            return not self.profiles
+        return not self.profiles or tuple(self.profiles) in (default_profiles(min_frames, cpu=True),
+                                                             default_profiles(min_frames, cpu=False))
 
 
 _REBUILD_GENERIC = "rebuild it with tts-build-engine build SOURCE --out ENGINE_DIR --force"

@@ -10,15 +10,17 @@ auto's selection runs only on CPUs with BF16 units.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
 
-from hifitrt.cli import main as cli_main
+from hifitrt.cli import build_parser, main as cli_main
 from hifitrt.engines.backends import BuildOptions, resolve_backend
 from hifitrt.engines.build import build_engine
 from hifitrt.engines.machine import current_device
 from hifitrt.engines.manifest import read_manifest
+from hifitrt.engines.profiles import parse_profile
 from hifitrt.errors import EngineError
 
 pytest.importorskip("openvino")
@@ -57,6 +59,12 @@ def test_auto_times_both_cpu_backends_builds_the_fastest_and_reuses(tiny_kantts_
     # The key says it was auto's choice among these candidates.
     assert manifest.build_inputs["backend"] == "auto"
     assert manifest.build_inputs["auto_candidates"] == ["ONNX Runtime FP32", "OpenVINO FP32"]
+    # Error messages' rebuild line asks what this build was asked (auto chooses again where it
+    # is read, the backend chosen here may be missing there) with its non-default profile.
+    rebuild = shlex.split(manifest.rebuild_command(out))
+    args = build_parser().parse_args(rebuild[1:])
+    assert (args.backend, args.precision, args.out) == ("auto", "fp32", str(out))
+    assert tuple(parse_profile(text) for text in args.profile) == manifest.profiles
 
     # Same inputs: reused with the recorded choice, without measuring again; `build` prints why.
     argv = ["build", str(tiny_kantts_ckpt), "--out", str(out), "--backend", "auto", "--precision", "fp32",

@@ -247,3 +247,16 @@ def test_device_probe_without_gpu_or_tensorrt() -> None:
     assert (machine.device is not None) == has_gpu
     assert tensorrt_version(types.SimpleNamespace(__version__="10.13.0")) == "10.13.0"
     assert current_machine(types.SimpleNamespace(__version__="11.1.0")).tensorrt_version == "11.1.0"
+
+
+def test_rebuild_line_names_profiles_only_when_they_are_not_the_defaults(tmp_path: Path) -> None:
+    import dataclasses
+    import shlex
+
+    from hifitrt.cli import build_parser
+    from hifitrt.engines.profiles import default_profiles
+
+    manifest = read_manifest(make_engine_dir(tmp_path / "e", backend="onnxruntime", device=None))
+    plain = dataclasses.replace(manifest, profiles=default_profiles(manifest.spec.min_frames, cpu=True), build_inputs=None)
+    args = build_parser().parse_args(shlex.split(plain.rebuild_command(tmp_path / "e"))[1:])
+    assert (args.backend, args.precision, args.profile, args.force) == ("onnxruntime", manifest.precision, [], True)
