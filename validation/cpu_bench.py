@@ -19,8 +19,8 @@ import os
 import statistics
 import tempfile
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
